@@ -1,0 +1,168 @@
+"""The event store: eventsourcing's recorders, with the contract envelopes as the stored events.
+
+Each stored event is one envelope, written as its wire JSON under its wire tag (the eventsourcing
+"topic"), so history never depends on a Python class name. `ContractMapper` is the custom Mapper
+that does this through the one converter in `contracts.codec`; reading runs the same upcasters as
+the bus does.
+
+The store is blocking (sqlite3/psycopg): async callers go through `anyio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    Mapper,
+    Notification,
+    StoredEvent,
+)
+from eventsourcing.utils import Environment
+
+import contracts
+from contracts import Envelope
+
+
+class StoreError(Exception):
+    """Root of the event store's errors."""
+
+
+class ConcurrencyConflict(StoreError):
+    """Someone appended to the stream first (or this very append ran before: a redelivery)."""
+
+
+@frozen(kw_only=True)
+class Pending:
+    """Carries one envelope to eventsourcing in the shape its DomainEventProtocol asks for."""
+
+    originator_id: uuid.UUID
+    originator_version: int
+    timestamp: dt.datetime
+    envelope: Envelope[Any]
+
+
+@frozen(kw_only=True)
+class Recorded:
+    """An envelope read back from the store with its position in the notification log."""
+
+    position: int
+    envelope: Envelope[Any]
+
+
+class ContractMapper(Mapper[uuid.UUID]):
+    """Maps contract envelopes to stored events and back, through the one cattrs converter."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        env: Envelope[Any] = domain_event.envelope
+        state = contracts.dumps(env).encode()
+        if self.compressor:
+            state = self.compressor.compress(state)
+        if self.cipher:
+            state = self.cipher.encrypt(state)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=env.type,
+            state=state,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        return self.to_envelope(stored_event)
+
+    def to_envelope(self, stored: StoredEvent) -> Envelope[Any]:
+        state = stored.state
+        if self.cipher:
+            state = self.cipher.decrypt(state)
+        if self.compressor:
+            state = self.compressor.decompress(state)
+        env = contracts.loads(state)
+        # The store is the authority on where an event sits in its stream.
+        return Envelope(
+            data=env.data, id=env.id, occurred_at=env.occurred_at, correlation_id=env.correlation_id,
+            causation_id=env.causation_id, stream_id=uuid.UUID(str(stored.originator_id)),
+            stream_version=stored.originator_version,
+        )
+
+
+def postgres_conninfo(env: dict[str, str]) -> str:
+    """A libpq connection string from eventsourcing's POSTGRES_* keys."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(
+        host=env.get("POSTGRES_HOST", "127.0.0.1"), port=env.get("POSTGRES_PORT", "5432"),
+        user=env.get("POSTGRES_USER", "postgres"), password=env.get("POSTGRES_PASSWORD", ""),
+        dbname=env.get("POSTGRES_DBNAME", "postgres"),
+        connect_timeout=env.get("POSTGRES_CONNECT_TIMEOUT", "5"),
+    )
+
+
+def ensure_postgres_schema(env: dict[str, str]) -> None:
+    """eventsourcing creates tables but not the schema they live in."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+
+
+class EventStore:
+    """Append-only streams of envelopes, plus the notification log that orders all of them."""
+
+    def __init__(self, env: dict[str, str], name: str = "cars") -> None:
+        if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" and env.get("POSTGRES_SCHEMA"):
+            ensure_postgres_schema(env)
+        self.factory = InfrastructureFactory.construct(env=Environment(name, env))
+        self.recorder: ApplicationRecorder = self.factory.application_recorder()
+        self.mapper = ContractMapper(
+            transcoder=self.factory.transcoder(),
+            compressor=self.factory.compressor(),
+            cipher=self.factory.cipher(),
+        )
+
+    def close(self) -> None:
+        self.factory.close()
+
+    def load(self, stream_id: uuid.UUID) -> list[Envelope[Any]]:
+        """Every event of one stream, oldest first."""
+        return [self.mapper.to_envelope(s) for s in self.recorder.select_events(stream_id)]
+
+    def append(self, stream_id: uuid.UUID, expected_version: int, events: Sequence[Envelope[Any]]) -> list[int]:
+        """Append `events` after `expected_version` (the number of events already in the stream).
+
+        Returns their positions in the notification log. Raises ConcurrencyConflict when the stream
+        has moved on: the caller lost a race, or is processing a redelivered message.
+        """
+        if not events:
+            return []
+        pending = [
+            Pending(
+                originator_id=stream_id,
+                originator_version=expected_version + i + 1,
+                timestamp=e.occurred_at,
+                envelope=e,
+            )
+            for i, e in enumerate(events)
+        ]
+        stored = [self.mapper.to_stored_event(p) for p in pending]
+        try:
+            ids = self.recorder.insert_events(stored)
+        except IntegrityError as exc:
+            raise ConcurrencyConflict(f"stream {stream_id} is past version {expected_version}") from exc
+        return list(ids or [])
+
+    def read(self, after: int = 0, limit: int = 500, types: Sequence[str] = ()) -> list[Recorded]:
+        """Events of the notification log after position `after` (positions may have gaps)."""
+        notifications: Sequence[Notification] = self.recorder.select_notifications(
+            start=after, limit=limit, topics=types, inclusive_of_start=False
+        )
+        return [Recorded(position=n.id, envelope=self.mapper.to_envelope(n)) for n in notifications]
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0

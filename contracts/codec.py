@@ -1,0 +1,194 @@
+"""The one cattrs converter of CARS, and the envelope codec built on it.
+
+The bus, the event store and the HTTP edge all go through `encode`/`decode` here, so that every
+message has one JSON form, every version is upcast the same way, and every validation error reads
+the same: a list of `$.path: problem` lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.preconf.json import make_converter
+
+from contracts import catalog
+from contracts import environments as _environments  # noqa: F401  (registers messages)
+from contracts import failures as _failures  # noqa: F401
+from contracts import registry as _registry  # noqa: F401
+from contracts import repairs as _repairs  # noqa: F401
+from contracts import runs as _runs  # noqa: F401
+from contracts.envelope import Envelope
+
+T = TypeVar("T")
+
+ENVELOPE_KEYS = frozenset(
+    {"type", "version", "id", "occurred_at", "correlation_id", "causation_id", "stream_id",
+     "stream_version", "data"}
+)
+
+
+class ContractError(ValueError):
+    """A message that does not match its contract. `errors` lists `$.path: problem` lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def _structure_datetime(value: Any, _: type) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _structure_uuid(value: Any, _: type) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a UUID string, got {type(value).__name__}")
+    return uuid.UUID(value)
+
+
+def _structure_str(value: Any, _: type) -> str:
+    # cattrs would turn 12 into "12"; a contract says string, so a number is a producer's mistake.
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _make() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=True)
+    conv.register_unstructure_hook(uuid.UUID, str)
+    conv.register_structure_hook(uuid.UUID, _structure_uuid)
+    conv.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+    conv.register_structure_hook(dt.datetime, _structure_datetime)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
+    return conv
+
+
+converter: cattrs.Converter = _make()
+
+
+def _errors(exc: BaseException, root: str) -> list[str]:
+    if isinstance(exc, cattrs.BaseValidationError):
+        return list(cattrs.transform_error(exc, path=root))
+    return [f"{exc} @ {root}"]
+
+
+def structure(data: Any, cls: type[T], *, root: str = "$") -> T:
+    """Structure `data` into `cls`, raising ContractError with field paths."""
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        raise ContractError(_errors(exc, root)) from None
+
+
+def unstructure(obj: Any) -> Any:
+    return converter.unstructure(obj)
+
+
+def encode(envelope: Envelope[Any]) -> dict[str, Any]:
+    """The JSON-ready dict of an envelope."""
+    entry = envelope.entry
+    return {
+        "type": entry.tag,
+        "version": entry.version,
+        "id": str(envelope.id),
+        "occurred_at": envelope.occurred_at.isoformat(),
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+        "stream_id": None if envelope.stream_id is None else str(envelope.stream_id),
+        "stream_version": envelope.stream_version,
+        "data": converter.unstructure(envelope.data, entry.cls),
+    }
+
+
+def decode(obj: Any) -> Envelope[Any]:
+    """An envelope from its JSON-ready dict: validates, upcasts old versions, structures `data`."""
+    if not isinstance(obj, dict):
+        raise ContractError([f"expected a JSON object, got {type(obj).__name__} @ $"])
+    errors = [f"unknown field {k!r} @ $" for k in sorted(set(obj) - ENVELOPE_KEYS)]
+    tag = obj.get("type")
+    entry = catalog.by_tag(tag) if isinstance(tag, str) else None
+    if entry is None:
+        known = ", ".join(e.tag for e in catalog.entries())
+        errors.append(f"unknown message type {tag!r}; known types: {known} @ $.type")
+    version = obj.get("version", entry.version if entry else 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        errors.append("version must be a positive integer @ $.version")
+    if not isinstance(obj.get("data"), dict):
+        errors.append("data must be a JSON object @ $.data")
+    if errors or entry is None:
+        raise ContractError(errors)
+    try:
+        data = catalog.upcast(entry.tag, version, obj["data"])
+    except ValueError as exc:
+        raise ContractError([f"{exc} @ $.version"]) from None
+    message = structure(data, entry.cls, root="$.data")
+    fields: dict[str, Any] = {"data": message}
+    problems: list[str] = []
+    for key, cls in (("id", uuid.UUID), ("occurred_at", dt.datetime), ("stream_id", uuid.UUID)):
+        if obj.get(key) is not None:
+            try:
+                fields[key] = structure(obj[key], cls, root=f"$.{key}")
+            except ContractError as exc:
+                problems += exc.errors
+    for key in ("correlation_id", "causation_id"):
+        if obj.get(key) is not None:
+            if isinstance(obj[key], str):
+                fields[key] = obj[key]
+            else:
+                problems.append(f"{key} must be a string @ $.{key}")
+    if obj.get("stream_version") is not None:
+        if isinstance(obj["stream_version"], int) and not isinstance(obj["stream_version"], bool):
+            fields["stream_version"] = obj["stream_version"]
+        else:
+            problems.append("stream_version must be an integer @ $.stream_version")
+    if problems:
+        raise ContractError(problems)
+    try:
+        return Envelope(**fields)
+    except (ValueError, TypeError) as exc:
+        raise ContractError([f"{exc} @ $"]) from None
+
+
+def dumps(envelope: Envelope[Any]) -> str:
+    return json.dumps(encode(envelope), separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | bytes) -> Envelope[Any]:
+    """Parse and decode one JSON envelope; any problem is a ContractError."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError([f"not valid JSON: {exc} @ $"]) from None
+    return decode(obj)

@@ -1,0 +1,48 @@
+"""Size limits and attrs validators shared by the message classes.
+
+Messages stay small (STYLE rule 5); these bounds make an oversized field a validation error with a
+field path instead of a surprise in the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+MAX_ID = 512  # identifiers, test ids, paths, names
+MAX_TEXT = 8 * 1024  # messages, details, explanations
+MAX_PATCH = 512 * 1024  # a unified diff
+MAX_RESULTS = 100_000  # results in one run.reported
+
+
+def bounded(max_len: int) -> Any:
+    """A validator: a string no longer than `max_len` characters."""
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        if len(value) > max_len:
+            raise ValueError(f"{attribute.name} is {len(value)} characters long; the limit is {max_len}")
+
+    return check
+
+
+def non_empty(max_len: int) -> Any:
+    """A validator: a non-blank string no longer than `max_len` characters."""
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not value.strip():
+            raise ValueError(f"{attribute.name} must not be empty")
+        if len(value) > max_len:
+            raise ValueError(f"{attribute.name} is {len(value)} characters long; the limit is {max_len}")
+
+    return check
+
+
+def max_items(limit: int) -> Any:
+    """A validator: a sequence of at most `limit` items."""
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+        if len(value) > limit:
+            raise ValueError(f"{attribute.name} has {len(value)} items; the limit is {limit}")
+
+    return check
