@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -58,7 +58,7 @@ def message(
     """Register an attrs class as the message with wire tag `tag`."""
 
     def register(cls: type[T]) -> type[T]:
-        if not attrs.has(cls):
+        if not attrs.has(cast(Any, cls)):  # cast: the TypeGuard would narrow `cls` and lose T
             raise TypeError(f"{cls.__qualname__} must be an attrs class")
         if tag in _BY_TAG:
             raise ValueError(f"wire tag {tag!r} registered twice")
@@ -111,6 +111,10 @@ def upcast(tag: str, version: int, data: JsonDict) -> JsonDict:
         step = _UPCASTERS.get((tag, version))
         if step is None:
             raise ValueError(f"no upcaster from {tag} v{version} to v{version + 1}")
-        data = step(dict(data))
+        try:
+            data = step(dict(data))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # An upcaster meets whatever an old producer wrote; garbage must stay a contract error.
+            raise ValueError(f"cannot upcast {tag} v{version} to v{version + 1}: {exc!r}") from exc
         version += 1
     return data

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import typing
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory
 from cattrs.preconf.json import make_converter
+from cattrs.v import format_exception
 
 from contracts import catalog
 from contracts import environments as _environments  # noqa: F401  (registers messages)
@@ -73,6 +79,9 @@ def _structure_int(value: Any, _: type) -> int:
 def _structure_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        # Python's json reads NaN/Infinity, but they are not JSON: `dumps` could not write them back.
+        raise ValueError(f"expected a finite number, got {value}")
     return float(value)
 
 
@@ -82,8 +91,45 @@ def _structure_bool(value: Any, _: type) -> bool:
     return value
 
 
+def _is_array(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _only_arrays(conv: cattrs.Converter) -> Callable[[Any], Any]:
+    # cattrs turns any iterable into a tuple, so "a.py" would become ("a", ".", "p", "y").
+    def factory(tp: Any) -> Any:
+        inner = homogenous_tuple_structure_factory(tp, conv)
+
+        def structure_array(value: Any, _: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"expected an array, got {type(value).__name__}")
+            return inner(value, tp)
+
+        return structure_array
+
+    return factory
+
+
+def _only_objects(conv: cattrs.Converter) -> Callable[[Any], Any]:
+    # Without this a string for a nested class fails as "'str' object has no attribute 'keys'".
+    def factory(cls: Any) -> Any:
+        inner = conv.gen_structure_attrs_fromdict(cls)
+
+        def structure_object(value: Any, _: Any) -> Any:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+            return inner(value, cls)
+
+        return structure_object
+
+    return factory
+
+
 def _make() -> cattrs.Converter:
     conv = make_converter(forbid_extra_keys=True)
+    conv.register_structure_hook_factory(_is_array, _only_arrays(conv))
+    conv.register_structure_hook_factory(attrs.has, _only_objects(conv))
     conv.register_unstructure_hook(uuid.UUID, str)
     conv.register_structure_hook(uuid.UUID, _structure_uuid)
     conv.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
@@ -98,9 +144,17 @@ def _make() -> cattrs.Converter:
 converter: cattrs.Converter = _make()
 
 
+def _describe(exc: BaseException, tp: type | None) -> str:
+    # Our hooks and the attrs validators say what is wrong ("test_id must not be empty"); cattrs'
+    # default formatter would replace that with a bare "invalid value".
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return format_exception(exc, tp)
+
+
 def _errors(exc: BaseException, root: str) -> list[str]:
     if isinstance(exc, cattrs.BaseValidationError):
-        return list(cattrs.transform_error(exc, path=root))
+        return list(cattrs.transform_error(exc, path=root, format_exception=_describe))
     return [f"{exc} @ {root}"]
 
 
@@ -182,13 +236,16 @@ def decode(obj: Any) -> Envelope[Any]:
 
 
 def dumps(envelope: Envelope[Any]) -> str:
-    return json.dumps(encode(envelope), separators=(",", ":"), ensure_ascii=False)
+    # allow_nan=False: NaN and Infinity are not JSON; fail at the producer, not at every consumer.
+    return json.dumps(encode(envelope), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def loads(text: str | bytes) -> Envelope[Any]:
     """Parse and decode one JSON envelope; any problem is a ContractError."""
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: malformed JSON, bad encoding, or an integer over 4300 digits;
+        # RecursionError: nesting deeper than the parser's stack.
         raise ContractError([f"not valid JSON: {exc} @ $"]) from None
     return decode(obj)

@@ -22,7 +22,7 @@ class FailureDetected:
     fingerprint: str = field(validator=non_empty(MAX_ID))
     category: FailureClass
     reason: str = field(default="", validator=bounded(MAX_TEXT))
-    evidence: FailureEvidence = FailureEvidence()
+    evidence: FailureEvidence = FailureEvidence()  # noqa: RUF009  (frozen, so sharing it is safe)
     commit: str | None = field(default=None, validator=_opt_id)
     repo_path: str | None = field(default=None, validator=_opt_id)
 

@@ -74,7 +74,7 @@ class HealRejected:
     candidate_id: uuid.UUID
     environment_id: uuid.UUID | None = None
     reason: str = field(validator=non_empty(MAX_TEXT))
-    evidence: ValidationEvidence = ValidationEvidence()
+    evidence: ValidationEvidence = ValidationEvidence()  # noqa: RUF009  (frozen, so sharing it is safe)
 
 
 @message("repair.completed", kind=Kind.EVENT, area=Area.REPAIRS, summary=True)
@@ -90,7 +90,7 @@ class RepairCompleted:
     strategy: str = field(validator=non_empty(MAX_ID))
     confidence: float = field(validator=_confidence)
     patch: str = field(validator=non_empty(MAX_PATCH))
-    evidence: ValidationEvidence = ValidationEvidence()
+    evidence: ValidationEvidence = ValidationEvidence()  # noqa: RUF009  (frozen, so sharing it is safe)
     needs_approval: bool = False
 
 

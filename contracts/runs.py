@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from attrs import field, frozen, validators
 
-from contracts.catalog import Area, Kind, JsonDict, message, upcaster
+from contracts.catalog import Area, JsonDict, Kind, message, upcaster
 from contracts.limits import MAX_ID, MAX_RESULTS, MAX_TEXT, bounded, max_items, non_empty
 from contracts.values import TestResult
 
@@ -29,11 +29,16 @@ class RunReported:
 @upcaster("run.reported", from_version=1)
 def _run_reported_v1_v2(data: JsonDict) -> JsonDict:
     """v1 results carried `duration_ms` (an integer); v2 carries `duration_s` (a float)."""
+    if not isinstance(data.get("results"), list):
+        return data  # nothing to convert; structuring reports the bad shape with its path
     results = []
-    for result in data.get("results", []):
-        result = dict(result)
-        if "duration_ms" in result:
-            result["duration_s"] = result.pop("duration_ms") / 1000.0
+    for result in data["results"]:
+        if isinstance(result, dict) and "duration_ms" in result:
+            result = dict(result)
+            ms = result.pop("duration_ms")
+            # A non-number is passed on unchanged, to fail as `duration_s` with its path.
+            number = isinstance(ms, int | float) and not isinstance(ms, bool)
+            result["duration_s"] = ms / 1000.0 if number else ms
         results.append(result)
     return {**data, "results": results}
 

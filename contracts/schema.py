@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from contracts import catalog
-from contracts import codec as _codec  # noqa: F401  (registers messages)
+from contracts import codec as _codec  # importing it registers every message
 
 _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
