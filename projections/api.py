@@ -1,0 +1,516 @@
+"""The HTTP API of CARS: read-only queries over the store and its views, plus the command edge.
+
+`create_api(deps)` builds the FastAPI app. Per DESIGN.md, projections/ never imports `bus`: the
+composition root passes every capability in `ApiDeps` (reading the store, listing services, publishing
+to the bus, readiness checks, the AsyncAPI document). Blocking callables run in worker threads.
+
+Routes are declared in one place, `ROUTES`, and all of them appear in the OpenAPI document
+(`/openapi.json`, `/docs`). Every 4xx/5xx body has one shape, `{"error": str, "errors": [str]}`,
+where `errors` are `problem @ $.path` lines as `contracts` reports them (STYLE rule 10).
+
+Inbound messages:
+
+- `POST /ingest` takes `run.reported` only (test results).
+- `POST /commands` takes every command type. `run.reported` is accepted there too and goes to the
+  same stream as through `/ingest` (the answer names the stream), so a producer that only knows
+  `/commands` still works.
+- Events are refused on both: only CARS records events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+
+import anyio
+import anyio.to_thread
+import attrs
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import contracts
+from contracts import ContractError, Entry, Envelope, Kind
+from contracts.runs import RunReported
+from contracts.schema import envelope_schema
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+INGEST_TAG = contracts.by_class(RunReported).tag
+
+
+@attrs.frozen(kw_only=True)
+class ApiDeps:
+    """Everything the API needs from the outside world, built by the composition root."""
+
+    # (after, limit, types) -> items with `.position` and `.envelope`, in notification-log order. Blocking.
+    read_events: Callable[[int, int, Sequence[str]], Sequence[Any]]
+    # All events of one aggregate, oldest first; empty when it has none. Blocking.
+    load_stream: Callable[[uuid.UUID], Sequence[Envelope[Any]]]
+    # Rows of the services view. Blocking.
+    list_services: Callable[[], list[dict[str, Any]]]
+    # Put a command on its stream; returns (stream, entry id). Raises ValueError for an event.
+    publish: Callable[[Envelope[Any]], Awaitable[tuple[str, str]]]
+    # component -> "ok" or what is wrong with it.
+    ready: Callable[[], Awaitable[dict[str, str]]]
+    # The AsyncAPI document of the bus.
+    asyncapi: Callable[[], dict[str, Any]]
+    # Largest accepted request body (CARS_MAX_MESSAGE_BYTES).
+    max_body_bytes: int
+    # A readiness check slower than this counts as a failure: a probe must answer.
+    ready_timeout_s: float = 5.0
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """Root of the errors the API answers with; each subclass is one HTTP status."""
+
+    status = 500
+
+    def __init__(self, error: str, errors: Sequence[str] = ()) -> None:
+        super().__init__(error)
+        self.error = error
+        self.errors = list(errors)
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class BusUnavailable(ApiError):
+    status = 503
+
+
+# ----------------------------------------------------------------------------- response shapes
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a summary and `problem @ $.path` lines."""
+
+    error: str = Field(examples=["invalid message"])
+    errors: list[str] = Field(default_factory=list, examples=[["expected a string, got int @ $.data.run_id"]])
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(description='"ok" when every component is, else "unavailable"', examples=["ok"])
+    components: dict[str, str] = Field(
+        description='component -> "ok" or what is wrong with it', examples=[{"redis": "ok", "store": "ok"}]
+    )
+
+
+class ServiceList(BaseModel):
+    services: list[dict[str, Any]] = Field(description="Rows of the services view.")
+
+
+class StoredEnvelope(BaseModel):
+    """A recorded event in its wire form (the envelope every message travels in)."""
+
+    # Fields are kept as the codec wrote them (strings, not re-parsed), and unknown envelope keys of a
+    # newer codec pass through instead of being dropped.
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    version: int
+    id: str
+    occurred_at: str
+    correlation_id: str
+    causation_id: str | None = None
+    stream_id: str | None = None
+    stream_version: int | None = None
+    data: dict[str, Any]
+
+
+class PositionedEnvelope(StoredEnvelope):
+    position: int = Field(description="Position in the notification log: a total order of all events.")
+
+
+class EventsPage(BaseModel):
+    events: list[PositionedEnvelope]
+    next_after: int = Field(description="Pass as `after` to get the next page (the last position seen).")
+
+
+class AuditTrail(BaseModel):
+    aggregate_id: uuid.UUID
+    events: list[StoredEnvelope] = Field(description="The aggregate's full history, oldest first.")
+    version: int = Field(description="The aggregate's version: the number of its events.")
+
+
+class Accepted(BaseModel):
+    id: uuid.UUID = Field(description="The message id (filled in when the producer left it out).")
+    type: str
+    correlation_id: str = Field(description="Follow the conversation with this id.")
+    stream: str = Field(description="The stream the message was added to.")
+    entry_id: str = Field(description="The Redis stream entry id.")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _deps(request: Request) -> ApiDeps:
+    deps: ApiDeps = request.app.state.deps
+    return deps
+
+
+Deps = Annotated[ApiDeps, Depends(_deps)]
+
+
+def _known_tags() -> list[str]:
+    return [e.tag for e in contracts.entries()]
+
+
+def _body_too_large(size: int | None, limit: int) -> PayloadTooLarge:
+    what = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return PayloadTooLarge(
+        "message too large", [f"message is {what}; the limit is {limit} (CARS_MAX_MESSAGE_BYTES) @ $"]
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused before it is parsed (or even fully read) when it is over `limit`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _body_too_large(int(declared), limit)
+    body = bytearray()
+    async for chunk in request.stream():  # chunked uploads carry no length: count as we go
+        body += chunk
+        if len(body) > limit:
+            raise _body_too_large(None, limit)
+    return bytes(body)
+
+
+def _check_route(obj: Any, accepts: Callable[[Entry], bool], endpoint: str) -> None:
+    """Refuse events and types this endpoint does not take, before validating the whole message."""
+    # Peeking at `type` (and nothing else) gives a precise answer for an event or a wrong endpoint
+    # even when the rest of the message would not validate.
+    tag = obj.get("type") if isinstance(obj, dict) else None
+    entry = contracts.by_tag(tag) if isinstance(tag, str) else None
+    if entry is None:
+        return  # decode() reports a missing or unknown type, with the known list
+    if entry.kind is Kind.EVENT:
+        raise BadRequest(
+            "events are recorded by CARS only",
+            [f"{tag} is an event; producers send commands (see GET /asyncapi) @ $.type"],
+        )
+    if not accepts(entry):
+        other = "/ingest" if entry.tag == INGEST_TAG else "/commands"
+        raise BadRequest(
+            "wrong endpoint", [f"{tag} is not accepted by {endpoint}; POST it to {other} @ $.type"]
+        )
+
+
+async def _accept(request: Request, deps: ApiDeps, accepts: Callable[[Entry], bool]) -> Accepted:
+    raw = await _read_body(request, deps.max_body_bytes)
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("invalid message", [f"not valid JSON: {exc} @ $"]) from None
+    _check_route(obj, accepts, request.url.path)
+    try:
+        envelope = contracts.decode(obj)
+    except ContractError as exc:
+        raise BadRequest("invalid message", exc.errors) from None
+    try:
+        stream, entry_id = await deps.publish(envelope)
+    except ValueError as exc:  # publish refuses events; _check_route should have caught them already
+        raise BadRequest("invalid message", [f"{exc} @ $.type"]) from None
+    except Exception as exc:
+        # The message is valid; the bus did not take it. Tell the producer to retry rather than 500.
+        log.exception("publishing %s %s failed", envelope.type, envelope.id)
+        raise BusUnavailable("the bus did not accept the message; retry later") from exc
+    return Accepted(
+        id=envelope.id, type=envelope.type, correlation_id=envelope.correlation_id, stream=stream,
+        entry_id=entry_id,
+    )
+
+
+def _positioned(item: Any) -> dict[str, Any]:
+    return {"position": item.position, **contracts.encode(item.envelope)}
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+async def health() -> Health:
+    """Liveness: the process answers. Touches nothing else."""
+    return Health(status="ok")
+
+
+async def ready(deps: Deps) -> JSONResponse:
+    """Readiness: every component answers. 503 (same body) when one does not."""
+    try:
+        with anyio.fail_after(deps.ready_timeout_s):
+            components = dict(await deps.ready())
+    except TimeoutError:
+        components = {"checks": f"timed out after {deps.ready_timeout_s:g} s"}
+    except Exception as exc:
+        log.exception("readiness check failed")
+        components = {"checks": f"failed: {type(exc).__name__}"}
+    ok = bool(components) and all(v == "ok" for v in components.values())
+    body = Readiness(status="ok" if ok else "unavailable", components=components)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+async def services(deps: Deps) -> ServiceList:
+    """Registered services and their last heartbeat (the services view)."""
+    rows = await anyio.to_thread.run_sync(deps.list_services)
+    return ServiceList(services=list(rows))
+
+
+async def events(
+    deps: Deps,
+    after: Annotated[int, Query(ge=0, description="Return events after this position.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most this many events.")] = 100,
+    types: Annotated[
+        list[str] | None,
+        Query(alias="type", description="Only these message types (repeatable); see GET /asyncapi for all."),
+    ] = None,
+) -> EventsPage:
+    """A page of the event log in store order. Follow `next_after` to read on."""
+    wanted = list(dict.fromkeys(types or ()))
+    known = _known_tags()
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        listing = ", ".join(known)
+        raise BadRequest(
+            "unknown message type",
+            [f"unknown message type {t!r}; known types: {listing} @ $.query.type" for t in unknown],
+        )
+    items = await anyio.to_thread.run_sync(deps.read_events, after, limit, wanted)
+    page = [_positioned(item) for item in items]
+    return EventsPage.model_validate(
+        {"events": page, "next_after": page[-1]["position"] if page else after}
+    )
+
+
+async def audit(
+    deps: Deps, aggregate_id: Annotated[uuid.UUID, Path(description="The aggregate (stream) id.")]
+) -> AuditTrail:
+    """The full history of one aggregate: every decision recorded about it, oldest first."""
+    history = await anyio.to_thread.run_sync(deps.load_stream, aggregate_id)
+    if not history:
+        raise NotFound("not found", [f"no events for aggregate {aggregate_id} @ $.path.aggregate_id"])
+    last = history[-1].stream_version
+    return AuditTrail.model_validate({
+        "aggregate_id": aggregate_id,
+        "events": [contracts.encode(e) for e in history],
+        "version": last if last is not None else len(history),
+    })
+
+
+async def ingest(request: Request, deps: Deps) -> Accepted:
+    """Report a test run: a `run.reported` envelope. It is put on the ingest stream for the monitor.
+
+    `id`, `occurred_at` and `correlation_id` may be left out; the answer carries the ones CARS chose.
+    """
+    return await _accept(request, deps, lambda e: e.tag == INGEST_TAG)
+
+
+async def commands(request: Request, deps: Deps) -> Accepted:
+    """Send any command (`heal.request`, `repair.approve`, ...) to the actor that owns it.
+
+    `run.reported` is accepted too and goes where `POST /ingest` puts it. Events are refused.
+    """
+    return await _accept(request, deps, lambda e: e.kind is Kind.COMMAND)
+
+
+async def asyncapi(deps: Deps) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document of the bus: streams, entry layout and every message schema."""
+    return deps.asyncapi()
+
+
+# ----------------------------------------------------------------------------- the routes, in one place
+
+
+def _body_doc(tags: list[str]) -> dict[str, Any]:
+    refs = {tag: f"#/components/schemas/{tag}" for tag in tags}
+    if len(tags) == 1:
+        schema: dict[str, Any] = {"$ref": refs[tags[0]]}
+    else:
+        schema = {
+            "oneOf": [{"$ref": ref} for ref in refs.values()],
+            "discriminator": {"propertyName": "type", "mapping": refs},
+        }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+_BAD_PARAMS = {422: _error("A query or path parameter is invalid.")}
+_SEND_ERRORS = {
+    400: _error("Not JSON, not a valid message, an event, or a type this endpoint does not take."),
+    413: _error("The body is over CARS_MAX_MESSAGE_BYTES; it was not read."),
+    503: _error("The bus did not accept the message; retry later."),
+}
+_COMMAND_TAGS = [e.tag for e in contracts.entries() if e.kind is Kind.COMMAND]
+
+ROUTES: list[dict[str, Any]] = [
+    {"path": "/health", "endpoint": health, "methods": ["GET"], "tags": ["operations"],
+     "summary": "Liveness"},
+    {"path": "/ready", "endpoint": ready, "methods": ["GET"], "tags": ["operations"], "summary": "Readiness",
+     "response_model": Readiness,
+     "responses": {503: {"model": Readiness, "description": "A component is not ready."}}},
+    {"path": "/services", "endpoint": services, "methods": ["GET"], "tags": ["queries"],
+     "summary": "Registered services"},
+    {"path": "/events", "endpoint": events, "methods": ["GET"], "tags": ["queries"],
+     "summary": "Read the event log",
+     "responses": {400: _error("A `type` is not a known message type."), **_BAD_PARAMS}},
+    {"path": "/audit/{aggregate_id}", "endpoint": audit, "methods": ["GET"], "tags": ["queries"],
+     "summary": "Audit one aggregate",
+     "responses": {404: _error("The aggregate has no events."), **_BAD_PARAMS}},
+    {"path": "/ingest", "endpoint": ingest, "methods": ["POST"], "tags": ["commands"],
+     "summary": "Report a test run", "status_code": 202, "responses": _SEND_ERRORS,
+     "openapi_extra": _body_doc([INGEST_TAG])},
+    {"path": "/commands", "endpoint": commands, "methods": ["POST"], "tags": ["commands"],
+     "summary": "Send a command", "status_code": 202, "responses": _SEND_ERRORS,
+     "openapi_extra": _body_doc(_COMMAND_TAGS)},
+    {"path": "/asyncapi", "endpoint": asyncapi, "methods": ["GET"], "tags": ["specification"],
+     "summary": "AsyncAPI document of the bus"},
+]
+
+TAGS = [
+    {"name": "operations", "description": "Liveness and readiness probes."},
+    {"name": "queries", "description": "Read-only views of the event store."},
+    {"name": "commands", "description": "Put messages on the bus. Only commands: CARS records the events."},
+    {"name": "specification", "description": "Machine-readable descriptions of the wire format."},
+]
+
+
+# ----------------------------------------------------------------------------- error translation
+
+
+def _error_response(status: int, error: str, errors: Sequence[str] = ()) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=error, errors=list(errors)).model_dump(), status_code=status)
+
+
+async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error_response(exc.status, exc.error, exc.errors)
+
+
+async def _on_invalid_params(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    lines = [f"{e['msg']} @ $." + ".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+    return _error_response(422, "invalid request", lines)
+
+
+async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error_response(exc.status_code, str(exc.detail).lower(), [])
+
+
+class _InternalErrors:
+    """Turns an unexpected exception into a generic 500: logged here, never shown to the client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unhandled error in %s %s (incident %s)", scope["method"], scope["path"], incident)
+            if started:  # too late for a clean answer; the server drops the connection
+                raise
+            await _error_response(500, f"internal error (incident {incident}); see the CARS log")(
+                scope, receive, send
+            )
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def _message_schemas() -> dict[str, Any]:
+    """Every envelope schema, with its nested `$defs` lifted into OpenAPI components."""
+    schemas: dict[str, Any] = {}
+    for entry in contracts.entries():
+        schema = envelope_schema(entry)
+        for name, definition in schema.pop("$defs", {}).items():
+            nested = _components_refs(definition)
+            if schemas.setdefault(name, nested) != nested:
+                raise RuntimeError(f"two message types define different nested schemas named {name!r}")
+        schema.pop("$schema", None)
+        schema.pop("$id", None)  # an $id would make `#` mean this schema instead of the document
+        schemas[entry.tag] = _components_refs(schema)
+    return schemas
+
+
+def _components_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: ("#/components/schemas/" + v.removeprefix("#/$defs/"))
+            if k == "$ref" and isinstance(v, str) and v.startswith("#/$defs/") else _components_refs(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_components_refs(v) for v in node]
+    return node
+
+
+def create_api(deps: ApiDeps) -> FastAPI:
+    """The CARS HTTP API over `deps`."""
+    app = FastAPI(
+        title="CARS",
+        summary="Continuous Auto-Repair Service: query the event history, send commands.",
+        description=__doc__,
+        version="1",
+        openapi_tags=TAGS,
+    )
+    app.state.deps = deps
+    for route in ROUTES:
+        app.add_api_route(**route)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid_params)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_middleware(_InternalErrors)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, description=app.description,
+                routes=app.routes, tags=app.openapi_tags,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, message_schema in _message_schemas().items():
+                if name in components:
+                    raise RuntimeError(f"OpenAPI schema name {name!r} is used twice")
+                components[name] = message_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
