@@ -1,0 +1,1 @@
+"""The registry actor: CARS services (processes) and, later, environment templates."""

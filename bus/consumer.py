@@ -1,0 +1,180 @@
+"""Subscribing an actor's handler to a stream: consumer groups, reclaim, dead letters.
+
+`subscribe()` adds two FastStream subscribers to a router, in the same consumer group:
+
+- `fresh` reads new entries (`XREADGROUP >`) under this process's unique consumer name;
+- `reclaim` claims entries that stayed pending longer than `reclaim_idle_ms` in ANY consumer of the
+  group (a crashed or stuck process) with XAUTOCLAIM, and retries them.
+
+Outcomes of one delivery:
+
+- malformed (not JSON, not a known type, fails its contract, too large): dead-lettered at once with
+  the validation errors, then acknowledged;
+- rejected by the actor (`actors.errors.Rejected`: can never succeed): dead-lettered at once;
+- any other error: left pending (a transient fault) and retried through reclaim; the error text is
+  kept so that, after `max_deliveries`, the dead letter says why;
+- success, or a type this actor does not handle: acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from attrs import frozen
+from faststream import AckPolicy
+from faststream.redis import RedisRouter, RedisStreamMessage, StreamSub
+from redis.asyncio import Redis
+
+from actors.errors import Rejected
+from bus import wire
+from bus.dlq import dead_letter
+from bus.streams import errors_key
+from contracts import ContractError, Envelope
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope[Any]], Awaitable[None]]
+
+
+@frozen(kw_only=True)
+class ConsumerConfig:
+    consumer: str  # unique per process
+    reclaim_idle_ms: int
+    max_deliveries: int
+    max_message_bytes: int
+    maxlen: int
+    polling_ms: int = 100
+
+
+async def wire_parser(raw: Mapping[str, Any], original: Callable[..., Awaitable[Any]]) -> Any:
+    """FastStream parser for CARS entries: body = the `message` field, headers = the other fields.
+
+    Putting `traceparent` into the headers lets FastStream's telemetry middleware continue the
+    producer's trace.
+    """
+    msg = await original(raw)
+    body, headers = wire.split_fields(raw.get("data") or {})
+    if body is not None:
+        msg.body = body
+        msg.headers = headers
+        msg.content_type = "application/json"
+    return msg
+
+
+async def raw_decoder(msg: Any) -> Any:
+    # The handler decodes the body itself, so that a malformed body becomes a dead letter instead
+    # of an exception inside FastStream.
+    return msg.body
+
+
+class StreamConsumer:
+    """The processing of one (stream, group) for one handler."""
+
+    def __init__(
+        self, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
+        accepts: frozenset[str] | None, config: ConsumerConfig,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.handler = handler
+        self.accepts = accepts
+        self.config = config
+        self.processed = 0
+        self.dead_lettered = 0
+        self.failures = 0
+
+    async def process(self, msg: RedisStreamMessage, *, reclaimed: bool) -> None:
+        redis = await self.client()
+        entry_id = _entry_id(msg)
+        fields = msg.raw_message.get("data") or {}
+        raw, other = wire.split_fields(fields)
+        deliveries = await msg.get_delivery_count() if reclaimed else 1
+        if reclaimed and deliveries > self.config.max_deliveries:
+            last = await redis.hget(errors_key(self.stream, self.group), entry_id)
+            reason = f"failed {deliveries - 1} deliveries; last error: " + (
+                last.decode(errors="replace") if last else "unknown (the consumer died while handling it)"
+            )
+            await self._dead_letter(redis, msg, raw, other, reason, deliveries - 1)
+            return
+        try:
+            envelope = wire.decode_fields(fields, max_bytes=self.config.max_message_bytes)
+        except ContractError as exc:
+            await self._dead_letter(redis, msg, raw, other, "invalid message: " + "; ".join(exc.errors), deliveries)
+            return
+        if self.accepts is not None and envelope.type not in self.accepts:
+            await msg.ack()
+            return
+        try:
+            await self.handler(envelope)
+        except Rejected as exc:
+            await self._dead_letter(redis, msg, raw, other, f"rejected: {exc}", deliveries)
+            return
+        except Exception as exc:
+            # Transient until proven otherwise: leave it pending for reclaim, remember why.
+            self.failures += 1
+            reason = f"{type(exc).__name__}: {exc}"
+            await redis.hset(errors_key(self.stream, self.group), entry_id, reason[:2000])
+            log.warning(
+                "handler failed; left pending for retry",
+                extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
+                       "deliveries": deliveries, "error": reason},
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            return
+        await msg.ack()
+        self.processed += 1
+        if reclaimed:
+            await redis.hdel(errors_key(self.stream, self.group), entry_id)
+
+    async def _dead_letter(
+        self, redis: Redis, msg: RedisStreamMessage, raw: bytes | None, other: dict[str, str], reason: str,
+        deliveries: int,
+    ) -> None:
+        entry_id = _entry_id(msg)
+        await dead_letter(
+            redis, stream=self.stream, group=self.group, original_id=entry_id, raw_message=raw,
+            other_fields=other, reason=reason, deliveries=deliveries, maxlen=self.config.maxlen,
+        )
+        await msg.ack()
+        await redis.hdel(errors_key(self.stream, self.group), entry_id)
+        self.dead_lettered += 1
+        log.warning("dead-lettered", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
+                                            "reason": reason})
+
+
+def _entry_id(msg: RedisStreamMessage) -> str:
+    ids = msg.raw_message.get("message_ids") or []
+    first = ids[0] if ids else b""
+    return first.decode() if isinstance(first, bytes) else str(first)
+
+
+def subscribe(
+    router: RedisRouter, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
+    accepts: frozenset[str] | None, config: ConsumerConfig, title: str,
+) -> StreamConsumer:
+    """Add the fresh and reclaim subscribers of `handler` on `stream` in consumer group `group`."""
+    consumer = StreamConsumer(
+        client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config
+    )
+
+    @router.subscriber(
+        stream=StreamSub(stream, group=group, consumer=config.consumer, polling_interval=config.polling_ms),
+        parser=wire_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL, title=f"{title}:{stream}",
+    )
+    async def fresh(body: Any, msg: RedisStreamMessage) -> None:
+        await consumer.process(msg, reclaimed=False)
+
+    @router.subscriber(
+        stream=StreamSub(
+            stream, group=group, consumer=f"{config.consumer}-reclaim", min_idle_time=config.reclaim_idle_ms,
+            polling_interval=max(config.polling_ms, 200),
+        ),
+        parser=wire_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL, title=f"{title}:{stream}:reclaim",
+    )
+    async def reclaim(body: Any, msg: RedisStreamMessage) -> None:
+        await consumer.process(msg, reclaimed=True)
+
+    return consumer
