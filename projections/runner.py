@@ -1,0 +1,192 @@
+"""The catch-up runner: folds the notification log into the views, with tracking.
+
+Each view has a tracking row, `<prefix>tracking(view, position)`: every event up to `position` has
+been folded into it. A batch's rows and the new position commit in one transaction, so a crash
+repeats a batch and never half-applies one (STYLE rule 15). Events a view does not fold still move
+its position, so `position == store.max_position()` means "caught up" even when the newest events
+are of other types.
+
+The runner polls (SQLite has no LISTEN/NOTIFY). The store and the databases block, so the async
+`run` loop does its work in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+
+import anyio
+import anyio.to_thread
+
+from projections.db import Tx, ViewDB
+from projections.views import LIVE_PREFIX, EventLog, View
+
+log = logging.getLogger(__name__)
+
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+class ProjectionRunner:
+    """Keeps `views` in `db` up to date with the event log `store`.
+
+    `store` is anything with `read(after, limit, types)` and `max_position()` (`bus.store.EventStore`).
+    """
+
+    def __init__(
+        self,
+        store: EventLog,
+        db: ViewDB,
+        views: Sequence[View],
+        prefix: str = LIVE_PREFIX,
+        batch: int = 1000,
+    ) -> None:
+        if not _PREFIX.fullmatch(prefix):
+            raise ValueError(f"table prefix {prefix!r}: use lower-case letters, digits and _")
+        names = [v.name for v in views]
+        if len(set(names)) != len(names):
+            raise ValueError(f"view names must be unique: {names}")
+        if batch < 1:
+            raise ValueError(f"batch={batch}: must be at least 1")
+        self.store = store
+        self.db = db
+        self.views = list(views)
+        self.prefix = prefix
+        self.batch = batch
+        self._ready = False
+
+    @property
+    def tracking_table(self) -> str:
+        return f"{self.prefix}tracking"
+
+    def setup(self) -> None:
+        """Create the tracking table, the views' tables and their tracking rows (idempotent)."""
+        with self.db.transaction() as tx:
+            tx.serialize(f"{self.prefix}schema")
+            tx.execute(tracking_ddl(self.prefix))
+            for view in self.views:
+                for ddl in view.tables(self.prefix):
+                    tx.execute(ddl)
+                tx.execute(
+                    f"INSERT INTO {self.tracking_table} (view, position) VALUES (?, 0) "
+                    "ON CONFLICT (view) DO NOTHING",
+                    (view.name,),
+                )
+        self._ready = True
+
+    def positions(self) -> dict[str, int]:
+        """The tracked position of each view (0 for a view never run)."""
+        tracked = self._tracked()
+        return {v.name: tracked.get(v.name, 0) for v in self.views}
+
+    def position(self) -> int:
+        """The position every view has reached: the lowest of them."""
+        return min(self.positions().values(), default=0)
+
+    def catch_up(self, upto: int | None = None) -> int:
+        """Fold every event up to the log's current end (or `upto`) into every view.
+
+        Returns the number of events applied. Events appended meanwhile wait for the next call.
+        """
+        if not self._ready:
+            self.setup()
+        head = self.store.max_position()
+        if upto is not None:
+            head = min(head, upto)
+        tracked = self._tracked()
+        return sum(self._catch_up_view(v, tracked.get(v.name), head) for v in self.views)
+
+    async def run(self, stop: anyio.Event | None = None, poll_s: float = 0.05) -> None:
+        """Catch up, then poll every `poll_s` seconds, until `stop` is set (or forever).
+
+        A failing fold or database error ends the loop with that error: the views stay consistent
+        at their last committed batch, and the caller decides whether to restart.
+        """
+        while stop is None or not stop.is_set():
+            applied = await anyio.to_thread.run_sync(self.catch_up)
+            if applied:
+                continue  # more may have arrived while this batch ran
+            if stop is None:
+                await anyio.sleep(poll_s)
+            else:
+                with anyio.move_on_after(poll_s):
+                    await stop.wait()
+
+    def wait_for(self, position: int, timeout: float = 5.0, poll_s: float = 0.01) -> None:
+        """Block until every view has folded the log up to `position` (read-your-writes).
+
+        Raises TimeoutError after `timeout` seconds. Something else (`run`, `catch_up`) must be
+        moving the views; this only watches.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            reached = self.position()
+            if reached >= position:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"views reached position {reached}, not {position}, within {timeout}s")
+            time.sleep(poll_s)
+
+    def _catch_up_view(self, view: View, tracked: int | None, head: int) -> int:
+        applied = 0
+        position = self._ensure_tracked(view) if tracked is None else tracked
+        types = sorted(view.types)
+        while position < head:
+            # The store filters by type, so a view skips the bulk of the log it does not fold.
+            batch = self.store.read(after=position, limit=self.batch, types=types) if types else []
+            # A short batch, or one reaching past `head`, holds every wanted event up to `head`:
+            # the view may then jump to `head` over the events of other types (and over gaps).
+            # This holds because every event up to max_position() is already visible: SQLite has
+            # one writer, and eventsourcing's PostgreSQL recorder commits inserts in position order.
+            complete = len(batch) < self.batch or batch[-1].position >= head
+            new_position = head if complete else batch[-1].position
+            events = [r for r in batch if r.position <= head and r.envelope.type in view.types]
+            with self.db.transaction() as tx:
+                moved = not self._advance(tx, view.name, position, new_position)
+                if not moved:
+                    for recorded in events:
+                        view.apply(tx, recorded, self.prefix)
+            if moved:
+                # Another runner or a rebuild moved this view since we read its position.
+                log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
+                position = self._ensure_tracked(view)
+                continue
+            applied += len(events)
+            position = new_position
+        return applied
+
+    def _advance(self, tx: Tx, name: str, expected: int, position: int) -> bool:
+        # Compare-and-set, first in the transaction: on PostgreSQL it also locks the tracking row,
+        # so two runners never fold the same batch into one view.
+        tx.execute(
+            f"UPDATE {self.tracking_table} SET position = ? WHERE view = ? AND position = ?",
+            (position, name, expected),
+        )
+        return tx.rowcount == 1
+
+    def _tracked(self) -> dict[str, int]:
+        with self.db.transaction(readonly=True) as tx:
+            return tracked_positions(tx, self.prefix)
+
+    def _ensure_tracked(self, view: View) -> int:
+        """The view's position, recreating its tracking row at 0 when it was deleted from outside."""
+        position = self._tracked().get(view.name)
+        if position is None:
+            self.setup()
+            position = self._tracked().get(view.name, 0)
+        return position
+
+
+def tracking_ddl(prefix: str) -> str:
+    """The tracking table under `prefix`: one row per view, the position it has folded up to."""
+    return f"CREATE TABLE IF NOT EXISTS {prefix}tracking (view TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+
+
+def tracked_positions(tx: Tx, prefix: str) -> dict[str, int]:
+    """Every tracking row under `prefix`: view name -> position."""
+    tx.execute(f"SELECT view, position FROM {prefix}tracking")
+    return {row["view"]: int(row["position"]) for row in tx.fetchall()}
+
+
+__all__ = ["ProjectionRunner", "tracked_positions", "tracking_ddl"]
