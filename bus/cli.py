@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
@@ -37,7 +37,7 @@ def _settings(**overrides: str) -> Settings:
         _fail(f"configuration: {exc}")
 
 
-def _fail(message: str, code: int = 2) -> Any:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"cars: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -50,7 +50,9 @@ def _setup_logging(settings: Settings) -> None:
 
 @app.command()
 def up(
-    host: Annotated[str | None, typer.Option(help="Address of the HTTP API [default: CARS_HTTP_HOST or 127.0.0.1]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address of the HTTP API [default: CARS_HTTP_HOST or 127.0.0.1]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port of the HTTP API [default: CARS_HTTP_PORT or 8080]")] = None,
 ) -> None:
     """Run the whole platform in one process: every actor, the relay, the projections and the HTTP API.
@@ -63,13 +65,15 @@ def up(
     settings = _settings(CARS_HTTP_HOST=host or "", CARS_HTTP_PORT=str(port) if port is not None else "")
     _setup_logging(settings)
 
+    store_where = settings.store_env().get("SQLITE_DBNAME") or settings.postgres.get("POSTGRES_HOST", "")
+
     def ready(platform: runtime.Platform) -> None:
         bus = platform.settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0 (embedded)"
         typer.echo(
             f"CARS {runtime.cars_version()} is up\n"
             f"  API      http://{settings.http_host}:{platform.http_port}  (docs at /docs)\n"
             f"  bus      {bus}\n"
-            f"  store    {settings.store}: {settings.store_env().get('SQLITE_DBNAME', settings.postgres.get('POSTGRES_HOST', ''))}\n"
+            f"  store    {settings.store}: {store_where}\n"
             f"  consumer {settings.consumer}\n"
             "Press Ctrl-C to stop.",
             err=True,
@@ -134,7 +138,9 @@ def _read_messages(source: str) -> list[Any]:
 
 @app.command()
 def publish(
-    source: Annotated[str, typer.Argument(help="A JSON file with one message, an array of them, or JSON lines; - for stdin")],
+    source: Annotated[
+        str, typer.Argument(help="A JSON file with one message, an array of them, or JSON lines; - for stdin")
+    ],
 ) -> None:
     """Validate messages and publish each to the stream for its type (cars.ingest or cars.commands).
 
@@ -232,7 +238,9 @@ def events(
 @app.command()
 def replay(
     view: Annotated[list[str] | None, typer.Option(help="Rebuild only this view (repeatable)")] = None,
-    check: Annotated[bool, typer.Option(help="Rebuild into a scratch copy and compare with the live views; exit 1 if they differ")] = False,
+    check: Annotated[
+        bool, typer.Option(help="Rebuild into a scratch copy and compare with the live views; exit 1 if they differ")
+    ] = False,
 ) -> None:
     """Rebuild query views from position 0 of the event history (events are never changed).
 
@@ -349,7 +357,9 @@ def dlq_list(
 
 
 @dlq_app.command("retry")
-def dlq_retry(entry_id: Annotated[str, typer.Argument(help="The dead letter's id, as `cars dlq list` shows it")]) -> None:
+def dlq_retry(
+    entry_id: Annotated[str, typer.Argument(help="The dead letter's id, as `cars dlq list` shows it")],
+) -> None:
     """Put a dead letter back on the stream it came from, and remove it from the DLQ."""
     from bus.dlq import DeadLetterNotFound, retry_dead_letter
 

@@ -95,7 +95,7 @@ class StreamConsumer:
         if reclaimed and deliveries > self.config.max_deliveries:
             last = await redis.hget(errors_key(self.stream, self.group), entry_id)
             reason = f"failed {deliveries - 1} deliveries; last error: " + (
-                last.decode(errors="replace") if last else "unknown (the consumer died while handling it)"
+                wire.text(last) if last else "unknown (the consumer died while handling it)"
             )
             await self._dead_letter(redis, msg, raw, other, reason, deliveries - 1)
             return

@@ -14,8 +14,10 @@ from typing import Any
 
 from attrs import frozen
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bus.streams import DLQ, MESSAGE_FIELD
+from bus.wire import text
 
 MAX_REASON = 4000
 
@@ -43,10 +45,6 @@ class DeadLetter:
         }
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
 async def dead_letter(
     client: Redis, *, stream: str, group: str, original_id: str, raw_message: bytes | str | None,
     other_fields: Mapping[str, str] | None = None, reason: str, deliveries: int, maxlen: int,
@@ -57,7 +55,7 @@ async def dead_letter(
         import json
 
         raw_message = json.dumps(dict(other_fields or {}), sort_keys=True)
-    fields = {
+    fields: dict[Any, Any] = {
         MESSAGE_FIELD: raw_message,
         "reason": reason[:MAX_REASON],
         "stream": stream,
@@ -67,14 +65,14 @@ async def dead_letter(
         "failed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     entry_id = await client.xadd(DLQ, fields, maxlen=maxlen, approximate=True)
-    return _text(entry_id)
+    return text(entry_id)
 
 
 def _parse(entry_id: Any, fields: Mapping[Any, Any]) -> DeadLetter:
-    f = {_text(k): _text(v) for k, v in fields.items()}
+    f = {text(k): text(v) for k, v in fields.items()}
     deliveries = f.get("deliveries", "0")
     return DeadLetter(
-        id=_text(entry_id), message=f.get(MESSAGE_FIELD, ""), reason=f.get("reason", ""),
+        id=text(entry_id), message=f.get(MESSAGE_FIELD, ""), reason=f.get("reason", ""),
         stream=f.get("stream", ""), group=f.get("group", ""), original_id=f.get("original_id", ""),
         deliveries=int(deliveries) if deliveries.isdigit() else 0, failed_at=f.get("failed_at", ""),
     )
@@ -84,7 +82,7 @@ async def list_dead_letters(client: Redis, *, after: str = "-", count: int = 100
     """Dead letters oldest first, starting after entry id `after` (exclusive)."""
     start = "-" if after == "-" else f"({after}"
     rows = await client.xrange(DLQ, min=start, max="+", count=count)
-    return [_parse(i, f) for i, f in rows]
+    return [_parse(i, f or {}) for i, f in rows or []]
 
 
 async def dlq_size(client: Redis) -> int:
@@ -93,12 +91,18 @@ async def dlq_size(client: Redis) -> int:
 
 async def retry_dead_letter(client: Redis, entry_id: str, *, maxlen: int) -> str:
     """Put a dead letter back on its origin stream and remove it from the DLQ. Returns the new id."""
-    rows = await client.xrange(DLQ, min=entry_id, max=entry_id, count=1)
+    try:
+        rows = await client.xrange(DLQ, min=entry_id, max=entry_id, count=1)
+    except ResponseError as exc:  # not an entry id at all, e.g. a typo
+        raise DeadLetterNotFound(
+            f"{entry_id!r} is not a stream entry id (<milliseconds>-<sequence>, as `cars dlq list` shows)"
+        ) from exc
     if not rows:
         raise DeadLetterNotFound(f"no dead letter with id {entry_id} in {DLQ}")
-    letter = _parse(*rows[0])
+    entry, fields = rows[0]
+    letter = _parse(entry, fields or {})
     if not letter.stream:
         raise DeadLetterNotFound(f"dead letter {entry_id} does not name its origin stream")
     new_id = await client.xadd(letter.stream, {MESSAGE_FIELD: letter.message}, maxlen=maxlen, approximate=True)
     await client.xdel(DLQ, entry_id)
-    return _text(new_id)
+    return text(new_id)

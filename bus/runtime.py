@@ -188,7 +188,8 @@ class Platform:
         self.store = await anyio.to_thread.run_sync(EventStore, s.store_env())
         self.views = await anyio.to_thread.run_sync(ViewDB.from_store_env, s.store_env(), s.home)
         self.broker = RedisBroker(
-            url, graceful_timeout=10.0, log_level=logging.DEBUG, middlewares=[RedisTelemetryMiddleware(tracer_provider=tracer_provider())],
+            url, graceful_timeout=10.0, log_level=logging.DEBUG,
+            middlewares=[RedisTelemetryMiddleware(tracer_provider=tracer_provider())],
         )
         for actor in self.actors:
             self.broker.include_router(self.build_router(actor))

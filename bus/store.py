@@ -28,6 +28,7 @@ from eventsourcing.utils import Environment
 
 import contracts
 from contracts import Envelope
+from projections.db import postgres_conninfo
 
 
 class StoreError(Exception):
@@ -89,18 +90,6 @@ class ContractMapper(Mapper[uuid.UUID]):
             causation_id=env.causation_id, stream_id=uuid.UUID(str(stored.originator_id)),
             stream_version=stored.originator_version,
         )
-
-
-def postgres_conninfo(env: dict[str, str]) -> str:
-    """A libpq connection string from eventsourcing's POSTGRES_* keys."""
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(
-        host=env.get("POSTGRES_HOST", "127.0.0.1"), port=env.get("POSTGRES_PORT", "5432"),
-        user=env.get("POSTGRES_USER", "postgres"), password=env.get("POSTGRES_PASSWORD", ""),
-        dbname=env.get("POSTGRES_DBNAME", "postgres"),
-        connect_timeout=env.get("POSTGRES_CONNECT_TIMEOUT", "5"),
-    )
 
 
 def ensure_postgres_schema(env: dict[str, str]) -> None:

@@ -33,7 +33,7 @@ class MessageTooLarge(ContractError):
 
 def entry_fields(envelope: Envelope[Any], *, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The stream-entry fields of one envelope, with the current trace context injected."""
-    fields = {MESSAGE_FIELD: contracts.dumps(envelope)}
+    fields: dict[str, str] = {MESSAGE_FIELD: contracts.dumps(envelope)}
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     fields.update({k: v for k, v in carrier.items() if k in TRACE_FIELDS})
@@ -47,10 +47,12 @@ async def publish(
     extra: Mapping[str, str] | None = None,
 ) -> Any:
     """XADD one envelope. Returns the entry id (or the pipeline, when queued on one)."""
-    return await client.xadd(stream, entry_fields(envelope, extra=extra), maxlen=maxlen, approximate=True)
+    fields: dict[Any, Any] = entry_fields(envelope, extra=extra)
+    return await client.xadd(stream, fields, maxlen=maxlen, approximate=True)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply value (bytes or str) as text; undecodable bytes become U+FFFD."""
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
@@ -59,11 +61,11 @@ def split_fields(fields: Mapping[Any, Any]) -> tuple[bytes | None, dict[str, str
     raw: bytes | None = None
     headers: dict[str, str] = {}
     for key, value in fields.items():
-        name = _text(key)
+        name = text(key)
         if name == MESSAGE_FIELD:
             raw = value if isinstance(value, bytes) else str(value).encode()
         else:
-            headers[name] = _text(value)[:1024]
+            headers[name] = text(value)[:1024]
     return raw, headers
 
 
@@ -71,7 +73,7 @@ def decode_fields(fields: Mapping[Any, Any], *, max_bytes: int) -> Envelope[Any]
     """The envelope in a stream entry; ContractError (with a reason) when there is none or it is bad."""
     raw, _ = split_fields(fields)
     if raw is None:
-        names = ", ".join(sorted(_text(k) for k in fields)) or "none"
+        names = ", ".join(sorted(text(k) for k in fields)) or "none"
         raise ContractError([f"stream entry has no {MESSAGE_FIELD!r} field (fields: {names}) @ $"])
     if len(raw) > max_bytes:
         raise MessageTooLarge(len(raw), max_bytes)

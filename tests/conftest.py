@@ -117,7 +117,7 @@ def postgres_env(postgres_base_env: dict[str, str]) -> Iterator[dict[str, str]]:
     import psycopg
     from psycopg import sql
 
-    from bus.store import postgres_conninfo
+    from projections.db import postgres_conninfo
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
     env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", **postgres_base_env, "POSTGRES_SCHEMA": schema}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -49,9 +49,10 @@ async def sweep_once(deps: RegistryDeps) -> int:
             continue
         # The same silence gives the same tick id in every sweeping process: one service.lost.
         tick = Tick(id=natural_id("service-sweep", instance, state.last_seen_at))
-        positions = await deps.aggregates.execute(
-            stream_id, tick, lambda h: services.sweep(services.fold(h), instance, deps.clock(), deps.service_timeout_s)
-        )
+        def decide(history: Sequence[Envelope[Any]], instance: str = instance) -> list[Any]:
+            return services.sweep(services.fold(history), instance, deps.clock(), deps.service_timeout_s)
+
+        positions = await deps.aggregates.execute(stream_id, tick, decide)
         lost += bool(positions)
     return lost
 
