@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import anyio
 from attrs import frozen
 from faststream import AckPolicy
 from faststream.redis import RedisRouter, RedisStreamMessage, StreamSub
@@ -108,7 +109,7 @@ class StreamConsumer:
             await msg.ack()
             return
         try:
-            await self.handler(envelope)
+            await self._handle_kept_claimed(redis, entry_id, envelope, reclaimed=reclaimed)
         except Rejected as exc:
             await self._dead_letter(redis, msg, raw, other, f"rejected: {exc}", deliveries)
             return
@@ -128,6 +129,37 @@ class StreamConsumer:
         self.processed += 1
         if reclaimed:
             await redis.hdel(errors_key(self.stream, self.group), entry_id)
+
+    async def _handle_kept_claimed(
+        self, redis: Redis, entry_id: str, envelope: Envelope[Any], *, reclaimed: bool
+    ) -> None:
+        """Run the handler. Meanwhile keep resetting the entry's idle time, so that a long handler (a
+        validation rerunning tests for minutes) is not mistaken for a dead one and reclaimed by another
+        consumer. XCLAIM ... JUSTID to the current owner resets the idle time without counting a
+        delivery. A process that dies stops doing this, and its entries become reclaimable as before.
+        """
+        owner = f"{self.config.consumer}-reclaim" if reclaimed else self.config.consumer
+        every_s = max(self.config.reclaim_idle_ms / 3000, 0.05)
+
+        async def refresh() -> None:
+            while True:
+                await anyio.sleep(every_s)
+                try:
+                    await redis.xclaim(self.stream, self.group, owner, 0, [entry_id], justid=True)
+                except Exception as exc:  # a missed refresh risks a duplicate delivery, which is idempotent
+                    log.warning("could not refresh a pending entry", extra={"entry_id": entry_id, "error": str(exc)})
+
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(refresh)
+            try:
+                await self.handler(envelope)
+            except Exception as exc:  # re-raised below, outside the task group (which would wrap it)
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
     async def _dead_letter(
         self, redis: Redis, msg: RedisStreamMessage, raw: bytes | None, other: dict[str, str], reason: str,

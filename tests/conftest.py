@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEST_REDIS_DB = 13  # tests flush this database, never the one a developer works in
+# Tests flush this database, never the one a developer works in. CARS_TEST_REDIS_DB picks another one,
+# so that two test runs sharing a Redis server do not flush each other.
+TEST_REDIS_DB = int(os.environ.get("CARS_TEST_REDIS_DB", "13"))
 
 
 def unavailable(reason: str) -> None:

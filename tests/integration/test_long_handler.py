@@ -1,0 +1,68 @@
+"""A handler that runs longer than the reclaim idle time keeps its entry: no second consumer of the
+group takes it over while the first is still working (real Redis, real consumer groups)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+import contracts
+from bus import streams
+from bus.consumer import ConsumerConfig
+from contracts import Envelope
+from contracts.registry import RegisterService
+from tests.integration.consumer_child import running_consumer
+
+IDLE_MS = 300
+HANDLER_S = 2.0  # more than six times the idle time
+
+
+def config(name: str) -> ConsumerConfig:
+    return ConsumerConfig(consumer=name, reclaim_idle_ms=IDLE_MS, max_deliveries=5, max_message_bytes=1 << 20,
+                          maxlen=10_000, polling_ms=50)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    c = Redis.from_url(redis_url)
+    yield c
+    await c.aclose()
+
+
+async def test_a_long_handler_is_not_reclaimed_by_another_consumer_while_it_works(
+    redis_url: str, client: Redis,
+) -> None:
+    calls: list[tuple[str, str]] = []
+    done = anyio.Event()
+
+    def slow(name: str) -> Any:
+        async def handle(envelope: Envelope[Any]) -> None:
+            calls.append((name, envelope.data.instance))
+            await anyio.sleep(HANDLER_S)
+            done.set()
+        return handle
+
+    # Given two consumers of the registry group, each reclaiming entries idle for 300 ms
+    async with running_consumer(redis_url, slow("a"), config(f"a-{uuid.uuid4().hex[:6]}")) as a, \
+            running_consumer(redis_url, slow("b"), config(f"b-{uuid.uuid4().hex[:6]}")) as b:
+        # When one command arrives whose handling takes 2 s
+        envelope = Envelope(data=RegisterService(instance="slow-1", role="worker"))
+        await client.xadd(streams.COMMANDS, {"message": contracts.dumps(envelope)})
+        with anyio.fail_after(15):
+            await done.wait()
+            # (let any reclaimer that wrongly took it over start its own call)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and len(calls) < 2:
+                await anyio.sleep(0.05)
+        # Then it was handled exactly once, by one consumer, and acknowledged
+        assert len(calls) == 1, calls
+        with anyio.fail_after(5):
+            while (await client.xpending(streams.COMMANDS, "registry"))["pending"]:
+                await anyio.sleep(0.05)
+        assert a.processed + b.processed == 1
