@@ -25,6 +25,9 @@ class FailureDetected:
     evidence: FailureEvidence = FailureEvidence()  # noqa: RUF009  (frozen, so sharing it is safe)
     commit: str | None = field(default=None, validator=_opt_id)
     repo_path: str | None = field(default=None, validator=_opt_id)
+    test_cmd: str | None = field(default=None, validator=validators.optional(non_empty(MAX_TEXT)))
+    #: Carried over from run.reported: True always apply, False never, None by the project's policy.
+    auto_apply: bool | None = None
 
 
 @message("failure.unrepairable", kind=Kind.EVENT, area=Area.FAILURES, summary=True)

@@ -7,8 +7,9 @@ import uuid
 from attrs import field, frozen, validators
 
 from contracts.catalog import Area, Kind, message
+from contracts.envelope import natural_id
 from contracts.limits import MAX_ID, MAX_PATCH, MAX_TEXT, bounded, non_empty
-from contracts.values import FailureClass, ValidationEvidence
+from contracts.values import FailureClass, FailureEvidence, ValidationEvidence
 
 _opt_id = validators.optional(non_empty(MAX_ID))
 _confidence = [validators.ge(0.0), validators.le(1.0)]
@@ -32,6 +33,14 @@ class HealRequested:
     test_id: str = field(validator=non_empty(MAX_ID))
     fingerprint: str = field(validator=non_empty(MAX_ID))
     category: FailureClass
+    repo_path: str | None = field(default=None, validator=_opt_id)
+    test_cmd: str | None = field(default=None, validator=validators.optional(non_empty(MAX_TEXT)))
+    commit: str | None = field(default=None, validator=_opt_id)
+    run_id: str | None = field(default=None, validator=_opt_id)
+    auto_apply: bool | None = None
+    #: The failure being healed, so that a later `heal.request` can propose again without the run.
+    reason: str = field(default="", validator=bounded(MAX_TEXT))
+    evidence: FailureEvidence = FailureEvidence()  # noqa: RUF009  (frozen, so sharing it is safe)
 
 
 @message("heal.proposed", kind=Kind.EVENT, area=Area.REPAIRS)
@@ -47,6 +56,10 @@ class HealProposed:
     patch: str = field(validator=non_empty(MAX_PATCH))
     files: tuple[str, ...] = ()
     explanation: str = field(default="", validator=bounded(MAX_TEXT))
+    #: A human must approve it even when validated (e.g. a changed expected value).
+    needs_approval: bool = False
+    #: A labelled quarantine of a flaky test: validated like a heal, never reported as one.
+    quarantine: bool = False
 
 
 @message("heal.abandoned", kind=Kind.EVENT, area=Area.REPAIRS)
@@ -131,3 +144,8 @@ class RepairApplied:
     files: tuple[str, ...] = ()
     branch: str | None = field(default=None, validator=_opt_id)
     commit: str | None = field(default=None, validator=_opt_id)
+
+
+def repair_stream_id(project: str, fingerprint: str) -> uuid.UUID:
+    """The repair of one failure fingerprint: its stream id and its `repair_id` (one per fingerprint)."""
+    return natural_id("repair", project, fingerprint)

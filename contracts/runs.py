@@ -24,6 +24,8 @@ class RunReported:
     repo_path: str | None = field(default=None, validator=_opt_id)
     test_cmd: str | None = field(default=None, validator=validators.optional(non_empty(MAX_TEXT)))
     source: str = field(default="unknown", validator=non_empty(64))
+    #: Apply validated repairs of this run: True always, False never, None by the project's policy.
+    auto_apply: bool | None = None
 
 
 @upcaster("run.reported", from_version=1)
