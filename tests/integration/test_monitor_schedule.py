@@ -1,4 +1,4 @@
-"""Continuous monitoring's loop (actors/monitor/schedule.py) on an in-memory store: Given active
+"""Continuous monitoring's loop (actors/monitor/schedule.py) on a real SQLite event store: Given active
 monitorings, When the loop runs, Then runs are reported on their interval, a failed run is retried,
 and a stop recorded by another process ends the runs."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,34 +17,32 @@ import pytest
 from actors.monitor import decide
 from actors.monitor import router as monitor
 from actors.monitor.schedule import run_id_for, run_monitoring
-from actors.ports import Cause, Decide
-from contracts import Envelope, reply_id
+from bus.aggregates import AggregateStore
+from bus.store import EventStore
+from contracts import Envelope
 from contracts.runs import MonitoringStarted, MonitoringStopped, RunReported
 from contracts.values import Outcome, TestResult
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
-class MemoryAggregates:
-    """An in-memory `actors.ports.Aggregates`: the same causation check as the real one."""
+class StoreAggregates(AggregateStore):
+    """The real aggregate store over a real SQLite event store, plus `append` to write history directly."""
 
-    def __init__(self) -> None:
-        self.streams: dict[uuid.UUID, list[Envelope[Any]]] = {}
-
-    async def history(self, stream_id: uuid.UUID) -> list[Envelope[Any]]:
-        return list(self.streams.get(stream_id, []))
-
-    async def execute(self, stream_id: uuid.UUID, cause: Cause, decide: Decide) -> list[int]:
-        stream = self.streams.setdefault(stream_id, [])
-        if any(e.causation_id == str(cause.id) for e in stream):
-            return []
-        new = [Envelope(data=d, id=reply_id(cause.id, i), occurred_at=T0, causation_id=str(cause.id))
-               for i, d in enumerate(decide(stream))]
-        stream += new
-        return list(range(len(new)))
+    def __init__(self, path: Path) -> None:
+        self.events = EventStore({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+        super().__init__(self.events, lambda: T0)
 
     def append(self, stream_id: uuid.UUID, event: Any) -> None:
-        self.streams.setdefault(stream_id, []).append(Envelope(data=event, occurred_at=T0))
+        version = len(self.events.load(stream_id))
+        self.events.append(stream_id, version, [Envelope(data=event, occurred_at=T0)])
+
+
+@pytest.fixture
+def aggregates(tmp_path: Path) -> Iterator[StoreAggregates]:
+    store = StoreAggregates(tmp_path / "events.sqlite")
+    yield store
+    store.events.close()
 
 
 class Runner:
@@ -75,9 +75,10 @@ def started(project: str, interval_s: int = 1) -> MonitoringStarted:
     return MonitoringStarted(project=project, path=f"/repos/{project}", test_cmd="pytest -q", interval_s=interval_s)
 
 
-async def test_a_failed_run_is_logged_and_retried_next_interval(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failed_run_is_logged_and_retried_next_interval(
+    caplog: pytest.LogCaptureFixture, aggregates: StoreAggregates
+) -> None:
     # Given an active monitoring every second, whose first test run fails
-    aggregates = MemoryAggregates()
     aggregates.append(decide.monitoring_id("shop"), started("shop"))
     reports: list[RunReported] = []
 
@@ -103,9 +104,8 @@ async def test_a_failed_run_is_logged_and_retried_next_interval(caplog: pytest.L
         ("shop", "cars-monitor", "/repos/shop", "pytest -q")]
 
 
-async def test_a_stop_recorded_elsewhere_ends_the_runs() -> None:
+async def test_a_stop_recorded_elsewhere_ends_the_runs(aggregates: StoreAggregates) -> None:
     # Given this process believes "shop" is monitored, but another process recorded its stop
-    aggregates = MemoryAggregates()
     aggregates.append(decide.monitoring_id("shop"), started("shop"))
     reports: list[RunReported] = []
 
@@ -130,11 +130,11 @@ async def test_a_stop_recorded_elsewhere_ends_the_runs() -> None:
     assert deps.monitorings.active() == []
 
 
-async def test_nothing_runs_when_nothing_is_monitored() -> None:
+async def test_nothing_runs_when_nothing_is_monitored(aggregates: StoreAggregates) -> None:
     async def report(run: RunReported) -> None:
         raise AssertionError("nothing is monitored, so nothing is reported")
 
-    deps = monitor.MonitorDeps(aggregates=MemoryAggregates(), clock=lambda: T0, report=report)
+    deps = monitor.MonitorDeps(aggregates=aggregates, clock=lambda: T0, report=report)
     runner = Runner()
 
     async def projects() -> list[str]:
