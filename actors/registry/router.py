@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,19 +43,26 @@ async def sweep_once(deps: RegistryDeps) -> int:
     lost = 0
     now = deps.clock()
     for instance in await deps.alive_instances():
-        stream_id = services.service_id(instance)
-        history = await deps.aggregates.history(stream_id)
-        state = services.fold(history)
-        if not services.sweep(state, instance, now, deps.service_timeout_s):
-            continue
-        # The same silence gives the same tick id in every sweeping process: one service.lost.
-        tick = Tick(id=natural_id("service-sweep", instance, state.last_seen_at))
-        def decide(history: Sequence[Envelope[Any]], instance: str = instance) -> list[Any]:
-            return services.sweep(services.fold(history), instance, deps.clock(), deps.service_timeout_s)
-
-        positions = await deps.aggregates.execute(stream_id, tick, decide)
-        lost += bool(positions)
+        try:
+            lost += await _sweep_instance(deps, instance, now)
+        except Exception:
+            # One unreadable service must not stop the sweep of every service after it.
+            log.exception("sweeping %s failed; the next sweep tries again", instance)
     return lost
+
+
+async def _sweep_instance(deps: RegistryDeps, instance: str, now: dt.datetime) -> int:
+    stream_id = services.service_id(instance)
+    state = services.fold(await deps.aggregates.history(stream_id))
+    if not services.sweep(state, instance, now, deps.service_timeout_s):
+        return 0
+    # The same silence gives the same tick id in every sweeping process: one service.lost.
+    tick = Tick(id=natural_id("service-sweep", instance, state.last_seen_at))
+
+    def decide(history: Sequence[Envelope[Any]]) -> list[Any]:
+        return services.sweep(services.fold(history), instance, deps.clock(), deps.service_timeout_s)
+
+    return int(bool(await deps.aggregates.execute(stream_id, tick, decide)))
 
 
 async def run_sweeps(deps: RegistryDeps, every_s: float) -> None:
