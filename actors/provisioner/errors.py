@@ -1,0 +1,20 @@
+"""Errors of the environment provisioner: one root, specific subclasses (STYLE rule 10)."""
+
+from __future__ import annotations
+
+from actors.errors import ActorError
+
+
+class ProvisionError(ActorError):
+    """An environment could not be created, inspected or released."""
+
+
+class EnvironmentUnavailable(ProvisionError):
+    """The backend cannot provide what was asked for here (a service that is not installed, say)."""
+
+
+class ServiceStartError(ProvisionError):
+    """A backing service process did not come up."""
+
+
+__all__ = ["EnvironmentUnavailable", "ProvisionError", "ServiceStartError"]

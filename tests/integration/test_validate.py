@@ -1,0 +1,201 @@
+"""Validating repair candidates against a small real project, with real pytest runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.patching import FileEdit, make_patch
+from actors.validator.guardrails import ASSERTION_WEAKENED, NON_TEST_FILE, SKIP_ADDED
+from actors.validator.validate import Verdict, validate_candidate
+from contracts.values import MutationVerdict
+
+TEST_CMD = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+FAILING = "tests/test_calc.py::test_add"
+# The project needs no third-party pytest plugins; not loading the ones installed here saves seconds a run.
+ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+SOURCE = '''\
+def add(a, b):
+    return a + b
+
+
+def discount(price, percent):
+    if percent > 100:
+        raise ValueError("percent must be at most 100")
+    return price - price * percent // 100
+
+
+def log_call(message):
+    print("called", message)
+    return len(message)
+'''
+
+TESTS = '''\
+from app.calc import add, discount, log_call
+
+EXPECTED = 6
+
+
+def test_add():
+    assert add(2, 3) == EXPECTED  # drifted: add(2, 3) is 5
+
+
+def test_add_more():
+    assert add(3, 3) == EXPECTED
+
+
+def test_discount():
+    assert discount(200, 10) == 180
+
+
+def test_total():
+    assert sum([1, 2]) == 4  # drifted, and exercises no code of ours
+
+
+def test_log():
+    log_call("hello", level=1)  # signature drift; checks nothing
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "app").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pyproject.toml").write_text('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    (root / "app" / "__init__.py").write_text("")
+    (root / "app" / "calc.py").write_text(SOURCE)
+    (root / "tests" / "test_calc.py").write_text(TESTS)
+    return root
+
+
+def patch_of(project: Path, path: str, old: str, new: str) -> str:
+    before = (project / path).read_text()
+    assert old in before, old
+    return make_patch([FileEdit(path=path, before=before, after=before.replace(old, new, 1))])
+
+
+def validate(project: Path, patch: str, test_id: str = FAILING, **kw: object) -> Verdict:
+    return validate_candidate(
+        project, patch=patch, test_id=test_id, test_cmd=TEST_CMD, timeout_s=60, env=ENV, **kw  # type: ignore[arg-type]
+    )
+
+
+def test_a_correct_heal_is_validated_and_its_test_kills_a_mutant(project: Path) -> None:
+    # Given a failing test whose expectation drifted, and the patch that updates it
+    patch = patch_of(project, "tests/test_calc.py", "assert add(2, 3) == EXPECTED", "assert add(2, 3) == 5")
+    original = (project / "tests" / "test_calc.py").read_text()
+    # When it is validated
+    verdict = validate(project, patch)
+    # Then it is accepted, with full evidence
+    assert verdict.ok, verdict.reason
+    ev = verdict.evidence
+    assert (ev.reruns, ev.passes, ev.regressions, ev.guardrails) == (3, 3, (), ())
+    assert ev.collected_before == ev.collected_after == 5
+    assert ev.mutation is MutationVerdict.PASSED
+    assert "app/calc.py" in ev.mutation_detail and "add" in ev.mutation_detail
+    # And the sandbox is left as it was: the patch reverted, the mutated source restored
+    assert (project / "tests" / "test_calc.py").read_text() == original
+    assert (project / "app" / "calc.py").read_text() == SOURCE
+
+
+def test_a_patch_that_skips_the_test_is_rejected(project: Path) -> None:
+    patch = patch_of(
+        project, "tests/test_calc.py", "def test_add():\n", "import pytest\n\n\n@pytest.mark.skip\ndef test_add():\n"
+    )
+    verdict = validate(project, patch)
+    assert not verdict.ok
+    assert [v.rule for v in verdict.evidence.guardrails] == [SKIP_ADDED]
+    assert verdict.evidence.reruns == 0  # rejected before anything ran
+
+
+def test_quarantine_may_add_xfail(project: Path) -> None:
+    # Given a quarantine patch, which labels the flaky test rather than healing it
+    patch = patch_of(
+        project, "tests/test_calc.py", "def test_add():\n", "import pytest\n\n\n@pytest.mark.xfail\ndef test_add():\n"
+    )
+    # When it is validated as a quarantine
+    verdict = validate(project, patch, quarantine=True, reruns=1)
+    # Then the marker is allowed, and no mutation check runs
+    assert verdict.ok, verdict.reason
+    assert verdict.evidence.mutation is MutationVerdict.NOT_APPLICABLE
+
+
+def test_a_patch_to_the_code_under_test_is_rejected(project: Path) -> None:
+    patch = patch_of(project, "app/calc.py", "return a + b", "return a + b + 1")
+    verdict = validate(project, patch)
+    assert not verdict.ok
+    assert [v.rule for v in verdict.evidence.guardrails] == [NON_TEST_FILE]
+    assert (project / "app" / "calc.py").read_text() == SOURCE
+
+
+def test_a_patch_that_weakens_the_assert_is_rejected_although_green(project: Path) -> None:
+    patch = patch_of(project, "tests/test_calc.py", "assert add(2, 3) == EXPECTED", "assert add(2, 3)")
+    verdict = validate(project, patch)
+    assert not verdict.ok
+    assert [v.rule for v in verdict.evidence.guardrails] == [ASSERTION_WEAKENED]
+    assert "guardrails" in verdict.reason
+
+
+def test_a_healed_test_that_exercises_no_code_is_not_applicable(project: Path) -> None:
+    patch = patch_of(project, "tests/test_calc.py", "assert sum([1, 2]) == 4", "assert sum([1, 2]) == 3")
+    verdict = validate(project, patch, test_id="tests/test_calc.py::test_total", reruns=1)
+    assert verdict.ok, verdict.reason
+    assert verdict.evidence.mutation is MutationVerdict.NOT_APPLICABLE
+
+
+def test_a_healed_test_that_would_not_notice_a_bug_fails_the_mutation_check(project: Path) -> None:
+    # Given a heal of a signature drift in a test that checks nothing about the result
+    patch = patch_of(project, "tests/test_calc.py", 'log_call("hello", level=1)', 'log_call("hello")')
+    # When it is validated
+    verdict = validate(project, patch, test_id="tests/test_calc.py::test_log", reruns=1)
+    # Then the mutant (`return None`) survives, and the candidate is rejected for it
+    assert not verdict.ok
+    assert verdict.evidence.mutation is MutationVerdict.FAILED
+    assert "log_call" in verdict.evidence.mutation_detail
+    assert (project / "app" / "calc.py").read_text() == SOURCE
+    # And without require_mutation_kill the same candidate passes, its weakness on record
+    lenient = validate(project, patch, test_id="tests/test_calc.py::test_log", reruns=1, require_mutation_kill=False)
+    assert lenient.ok and lenient.evidence.mutation is MutationVerdict.FAILED
+
+
+def test_a_patch_that_breaks_another_test_is_a_regression(project: Path) -> None:
+    # Given a heal that changes a constant another, passing, test relies on
+    patch = patch_of(project, "tests/test_calc.py", "EXPECTED = 6", "EXPECTED = 5")
+    verdict = validate(project, patch, reruns=1)
+    assert not verdict.ok
+    assert verdict.evidence.passes == 1
+    assert verdict.evidence.regressions == ("tests/test_calc.py::test_add_more",)
+
+
+def test_a_patch_that_removes_a_test_reduces_the_collected_count(project: Path) -> None:
+    # Given a patch that "heals" one test and deletes another that had no assertion of its own
+    text = (project / "tests" / "test_calc.py").read_text()
+    after = text.replace("assert add(2, 3) == EXPECTED", "assert add(2, 3) == 5").replace(
+        'def test_log():\n    log_call("hello", level=1)  # signature drift; checks nothing\n', ""
+    )
+    patch = make_patch([FileEdit(path="tests/test_calc.py", before=text, after=after)])
+    verdict = validate(project, patch, reruns=1)
+    assert not verdict.ok
+    assert [v.rule for v in verdict.evidence.guardrails] == ["collected_tests_reduced"]
+    assert (verdict.evidence.collected_before, verdict.evidence.collected_after) == (5, 4)
+
+
+def test_a_patch_that_does_not_apply_is_rejected(project: Path) -> None:
+    patch = make_patch([FileEdit(path="tests/test_calc.py", before="something else\n", after="x\n")])
+    verdict = validate(project, patch)
+    assert not verdict.ok and "does not apply" in verdict.reason
+
+
+def test_a_rerun_failure_rejects(project: Path) -> None:
+    # Given a patch that changes the expectation to another wrong value
+    patch = patch_of(project, "tests/test_calc.py", "assert add(2, 3) == EXPECTED", "assert add(2, 3) == 7")
+    verdict = validate(project, patch)
+    assert not verdict.ok
+    assert (verdict.evidence.reruns, verdict.evidence.passes) == (1, 0)
+    assert "rerun 1 of 3" in verdict.reason
+
+
