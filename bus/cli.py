@@ -381,6 +381,154 @@ def dlq_retry(
     typer.echo(f"requeued {entry_id} as {new_id}")
 
 
+@app.command()
+def repair(
+    path: Annotated[Path, typer.Argument(help="The project folder (its tests are run there)")],
+    test_cmd: Annotated[str | None, typer.Option(
+        help="How to run the tests [default: [tool.cars] test_cmd, else `python -m pytest -q`]")] = None,
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="Write every validated repair into the project (recorded as approved by `cars repair`)",
+    )] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout")] = False,
+    project: Annotated[str | None, typer.Option(help="Project name [default: the folder's name]")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds")] = 1800.0,
+) -> None:
+    """Run the tests at PATH and the whole repair loop on their failures, then print a summary.
+
+    Everything goes through the bus and the event store: the run is published as `run.reported`,
+    and the monitor, healer, validator and provisioner of a running `cars up` do the work (or of a
+    platform started in this process when none is running). Progress goes to stderr. The exit code
+    is 0 whenever the loop ran, whatever it healed.
+    """
+    from bus import repair_session
+
+    root = path.resolve()
+    if not root.is_dir():
+        _fail(f"{path}: not a folder")
+    settings = _settings()
+    from bus import logs
+
+    # The platform's INFO lines would drown the progress lines; CARS_LOG_LEVEL=DEBUG still shows them.
+    logs.configure("WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_json)
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=True)
+
+    async def go() -> repair_session.SessionResult:
+        return await repair_session.repair(settings, root, test_cmd=test_cmd, project=project, apply=apply,
+                                           timeout_s=timeout, progress=progress)
+
+    try:
+        result = anyio.run(go)
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130)
+    except _loop_errors() as exc:
+        _fail(str(exc), code=1)
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    typer.echo(f"run {result.run_id}: {len(result.run.results)} results, {len(result.failures)} failures")
+    if result.storm:
+        typer.echo(f"infrastructure storm: {result.storm}")
+    for r in result.repairs:
+        how = f"{r.strategy} ({r.confidence:.2f})" if r.strategy else "-"
+        applied = ", applied" if r.applied else ""
+        typer.echo(f"  {r.status:<9} {r.test_id}  [{r.category}]  {how}{applied}  {r.detail}")
+    if result.timed_out:
+        typer.echo(f"timed out after {timeout:g}s; the loop goes on in the background if a platform runs")
+
+
+def _loop_errors() -> tuple[type[BaseException], ...]:
+    """Errors that end `cars repair` with a message instead of a traceback."""
+    from actors.errors import ActorError
+    from bus.embedded import EmbeddedRedisError
+
+    return (ActorError, EmbeddedRedisError, OSError)
+
+
+@app.command()
+def report(
+    file: Annotated[Path, typer.Argument(help="JUnit XML (pytest, Surefire, jest-junit, gotestsum) or the "
+                                               "CARS pytest plugin's JSON; - for stdin")],
+    project: Annotated[str, typer.Option(help="The project the run belongs to")],
+    repo: Annotated[Path | None, typer.Option(help="The project's folder, so CARS can propose repairs")] = None,
+    commit: Annotated[str | None, typer.Option(help="The commit that was tested")] = None,
+    run_id: Annotated[str | None, typer.Option(help="The run's id [default: a new one]")] = None,
+) -> None:
+    """Publish a test report as one `run.reported` on cars.ingest (validated first)."""
+    import uuid
+
+    from actors.errors import Rejected
+    from actors.monitor.ingest import parse_report
+    from bus import runtime
+    from contracts import Envelope
+
+    settings = _settings()
+    data = sys.stdin.buffer.read() if str(file) == "-" else (file.read_bytes() if file.is_file() else None)
+    if data is None:
+        _fail(f"{file}: no such file")
+    rid = run_id or f"run-{uuid.uuid4().hex[:12]}"
+    try:
+        run = parse_report(data, project=project, run_id=rid, commit=commit,
+                           repo_path=str(repo.resolve()) if repo else None)
+    except Rejected as exc:
+        _fail(f"{file}: {exc}")
+
+    async def send() -> tuple[str, str]:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(runtime.running_bus_url(settings))
+        try:
+            return await runtime.publish_to(client, Envelope(data=run, correlation_id=rid), settings)
+        finally:
+            await client.aclose()
+
+    try:
+        stream, entry_id = anyio.run(send)
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
+    except OSError as exc:
+        _fail(f"Redis unreachable: {exc}", code=1)
+    failed = sum(1 for r in run.results if r.outcome.value in ("failed", "error"))
+    typer.echo(f"published run {rid} ({len(run.results)} results, {failed} failing) to {stream} as {entry_id}")
+
+
+@app.command()
+def approve(
+    repair_id: Annotated[str, typer.Argument(help="The repair's id (GET /repairs, or `cars repair` output)")],
+    by: Annotated[str, typer.Option(help="Who approves (recorded in the event)")] = "cli",
+) -> None:
+    """Approve a validated repair: CARS then writes its patch into the project (`repair.applied`)."""
+    import uuid
+
+    from bus import runtime
+    from contracts import Envelope
+    from contracts.repairs import ApproveRepair
+
+    try:
+        rid = uuid.UUID(repair_id)
+    except ValueError:
+        _fail(f"{repair_id!r} is not a repair id (a UUID)")
+    settings = _settings()
+
+    async def send() -> tuple[str, str]:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(runtime.running_bus_url(settings))
+        try:
+            return await runtime.publish_to(client, Envelope(data=ApproveRepair(repair_id=rid, by=by)), settings)
+        finally:
+            await client.aclose()
+
+    try:
+        stream, entry_id = anyio.run(send)
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
+    except OSError as exc:
+        _fail(f"Redis unreachable: {exc}", code=1)
+    typer.echo(f"approval of {rid} sent to {stream} as {entry_id}")
+
+
 def main() -> None:
     app()
 

@@ -22,8 +22,21 @@ from attrs import define, field
 from faststream.redis import RedisBroker, RedisRouter
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from actors.errors import Rejected
+from actors.healer import ranking
+from actors.healer import router as healer
+from actors.healer.strategies import all_strategies
+from actors.monitor import router as monitor
+from actors.monitor.ingest import parse_report
+from actors.monitor.schedule import run_monitoring
+from actors.provisioner import router as provisioner
+from actors.provisioner.backends.local import LocalBackend
 from actors.registry import router as registry
+from actors.testrun import run_tests
+from actors.validator import router as validator
+from actors.validator.validate import validate_candidate
 from bus import streams, wire
 from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
@@ -33,17 +46,20 @@ from bus.relay import Relay
 from bus.settings import Settings
 from bus.store import EventStore
 from bus.telemetry import tracer_provider
-from contracts import Envelope
+from contracts import Area, Envelope
 from contracts.registry import DeregisterService, Heartbeat, RegisterService
+from contracts.runs import RunReported
+from contracts.values import FailureClass
 from projections.api import ApiDeps, create_api
 from projections.db import ViewDB
+from projections.heals import list_repairs, repair_candidates, strategy_stats
 from projections.runner import ProjectionRunner
 from projections.services import list_services
 from projections.views import default_views
 
 log = logging.getLogger(__name__)
 
-ACTORS = ("registry",)  # the repair-loop actors join as they are built
+ACTORS = ("registry", "monitor", "healer", "validator", "provisioner")
 
 
 def cars_version() -> str:
@@ -91,6 +107,42 @@ def running_bus_url(settings: Settings) -> str:
     )
 
 
+def _parse_report(data: bytes, project: str, run_id: str, commit: str | None, repo_path: str | None) -> RunReported:
+    """The API's report parser: an unreadable report is a ValueError with the reason."""
+    try:
+        return parse_report(data, project=project, run_id=run_id, commit=commit, repo_path=repo_path)
+    except Rejected as exc:
+        raise ValueError(str(exc)) from None
+
+
+async def publish_to(client: Redis, envelope: Envelope[Any], settings: Settings) -> tuple[str, str]:
+    """Put a command (or run.reported) on its inbound stream; (stream, entry id). ValueError for an event."""
+    stream = streams.inbound_stream(envelope.entry)
+    entry_id = await wire.publish(client, stream, envelope, maxlen=settings.stream_maxlen)
+    return stream, entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def running_platform_url(settings: Settings, idle_ms: int = 5000) -> str | None:
+    """The bus of a CARS platform that is running now (its monitor reads cars.ingest), else None.
+
+    A monitor consumer that polled the ingest stream within `idle_ms` counts as running.
+    """
+    import redis
+
+    try:
+        url = running_bus_url(settings)
+    except RuntimeError:
+        return None
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        consumers = client.xinfo_consumers(streams.INGEST, "monitor")
+    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
+        return None  # no such stream or group yet, or nothing listening
+    finally:
+        client.close()
+    return url if any(int(c.get("idle", idle_ms)) < idle_ms for c in consumers) else None
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the platform owns Ctrl-C and shuts down in order."""
 
@@ -116,6 +168,8 @@ class Platform:
     consumers: dict[str, StreamConsumer] = field(factory=dict)
     started_at: dt.datetime = field(factory=utcnow)
     http_port: int | None = None
+    monitor_shared: monitor.MonitorDeps | None = None
+    quiet: bool = False  # no FastStream log lines (a command line that prints its own progress)
 
     async def redis(self) -> Redis:
         assert self.client is not None, "the platform is not started"
@@ -123,9 +177,7 @@ class Platform:
 
     async def publish(self, envelope: Envelope[Any]) -> tuple[str, str]:
         """Put a command on its inbound stream (ValueError for an event)."""
-        stream = streams.inbound_stream(envelope.entry)
-        entry_id = await wire.publish(await self.redis(), stream, envelope, maxlen=self.settings.stream_maxlen)
-        return stream, entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return await publish_to(await self.redis(), envelope, self.settings)
 
     async def ready(self) -> dict[str, str]:
         status: dict[str, str] = {}
@@ -162,15 +214,86 @@ class Platform:
         )
 
     def build_router(self, actor: str) -> RedisRouter:
+        """The subscriptions of one actor: (stream, the wire tags it handles there) each, one group per actor."""
         router = RedisRouter()
+        handler: Callable[[Envelope[Any]], Awaitable[None]]
         if actor == "registry":
-            deps = self.registry_deps()
-            self.consumers[actor] = subscribe(
-                router, client=self.redis, stream=streams.COMMANDS, group=registry.ROLE,
-                handler=functools.partial(registry.handle, deps), accepts=registry.ACCEPTS,
-                config=self.consumer_config(), title=registry.ROLE,
+            handler = functools.partial(registry.handle, self.registry_deps())
+            subscriptions = {streams.COMMANDS: registry.ACCEPTS}
+        elif actor == "monitor":
+            handler = functools.partial(monitor.handle, self.monitor_deps())
+            subscriptions = {streams.INGEST: monitor.INGEST_ACCEPTS, streams.COMMANDS: monitor.COMMAND_ACCEPTS}
+        elif actor == "healer":
+            handler = functools.partial(healer.handle, self.healer_deps())
+            subscriptions = {
+                streams.events_stream(Area.FAILURES): frozenset({"failure.detected"}),
+                streams.events_stream(Area.REPAIRS): frozenset({"repair.completed"}),
+                streams.COMMANDS: healer.COMMANDS,
+            }
+        elif actor == "validator":
+            handler = functools.partial(validator.handle, self.validator_deps())
+            subscriptions = {
+                streams.events_stream(Area.REPAIRS): frozenset({"heal.proposed"}),
+                streams.events_stream(Area.ENVIRONMENTS): frozenset({"environment.provisioned", "environment.failed"}),
+            }
+        elif actor == "provisioner":
+            handler = functools.partial(provisioner.handle, self.provisioner_deps())
+            subscriptions = {streams.COMMANDS: provisioner.COMMANDS}
+        else:
+            raise ValueError(f"unknown actor {actor!r}; known: {', '.join(ACTORS)}")
+        for stream, accepts in subscriptions.items():
+            self.consumers[f"{actor}@{stream}"] = subscribe(
+                router, client=self.redis, stream=stream, group=actor, handler=handler, accepts=accepts,
+                config=self.consumer_config(), title=actor,
             )
         return router
+
+    def aggregates(self) -> AggregateStore:
+        assert self.store is not None
+        return AggregateStore(self.store, utcnow)
+
+    def monitor_deps(self) -> monitor.MonitorDeps:
+        """One per process: its subscriber and its scheduler share the active monitorings."""
+        if self.monitor_shared is None:
+            async def report(run: RunReported) -> None:
+                await self.publish(Envelope(data=run, correlation_id=run.run_id))
+
+            self.monitor_shared = monitor.MonitorDeps(aggregates=self.aggregates(), clock=utcnow, report=report)
+        return self.monitor_shared
+
+    async def monitored_projects(self) -> list[str]:
+        """Every project that ever started monitoring (the scheduler folds which are still active)."""
+        store = self.store
+        assert store is not None
+        found: dict[str, None] = {}
+        after = 0
+        while True:
+            batch = await anyio.to_thread.run_sync(
+                functools.partial(store.read, after=after, limit=1000, types=["monitoring.started"]))
+            if not batch:
+                return list(found)
+            found.update((r.envelope.data.project, None) for r in batch)
+            after = batch[-1].position
+
+    def healer_deps(self) -> healer.HealerDeps:
+        views = self.views
+        assert views is not None
+
+        async def stats() -> ranking.Stats:
+            rows = await anyio.to_thread.run_sync(strategy_stats, views)
+            return {(FailureClass(c), name): ranking.Record(validated=ok, rejected=bad)
+                    for (c, name), (ok, bad) in rows.items()}
+
+        return healer.HealerDeps(aggregates=self.aggregates(), clock=utcnow, strategies=all_strategies(),
+                                 stats=stats)
+
+    def validator_deps(self) -> validator.ValidatorDeps:
+        return validator.ValidatorDeps(aggregates=self.aggregates(), clock=utcnow, publish=self.publish,
+                                       validate=validate_candidate)
+
+    def provisioner_deps(self) -> provisioner.ProvisionerDeps:
+        return provisioner.ProvisionerDeps(aggregates=self.aggregates(), clock=utcnow,
+                                           backend=LocalBackend(self.settings.home))
 
     def api_deps(self) -> ApiDeps:
         assert self.store is not None and self.views is not None
@@ -179,6 +302,9 @@ class Platform:
             read_events=self.store.read, load_stream=self.store.load,
             list_services=lambda: list_services(views), publish=self.publish, ready=self.ready,
             asyncapi=asyncapi_document, max_body_bytes=self.settings.max_message_bytes,
+            parse_report=_parse_report,
+            list_repairs=lambda project, status: list_repairs(views, project=project, status=status),
+            repair_candidates=lambda rid: repair_candidates(views, rid),
         )
 
     @contextlib.asynccontextmanager
@@ -187,13 +313,15 @@ class Platform:
         s.home.mkdir(parents=True, exist_ok=True)
         self.store = await anyio.to_thread.run_sync(EventStore, s.store_env())
         self.views = await anyio.to_thread.run_sync(ViewDB.from_store_env, s.store_env(), s.home)
+        quiet: dict[str, Any] = {"logger": None} if self.quiet else {}
         self.broker = RedisBroker(
-            url, graceful_timeout=10.0, log_level=logging.DEBUG,
+            url, graceful_timeout=10.0, log_level=logging.DEBUG, **quiet,
             middlewares=[RedisTelemetryMiddleware(tracer_provider=tracer_provider())],
         )
         for actor in self.actors:
             self.broker.include_router(self.build_router(actor))
         self.client = await self.broker.connect()
+        await self._create_event_groups()
         await self.broker.start()
         try:
             yield self
@@ -202,6 +330,16 @@ class Platform:
                 await self.broker.stop()
                 self.views.close()
                 self.store.close()
+
+    async def _create_event_groups(self) -> None:
+        """Groups on topic streams start at the beginning of the stream, not at `$`: an actor started after
+        the relay published something still sees it (handlers are idempotent, so old entries are harmless).
+        FastStream would create them at `$`; it leaves existing groups alone."""
+        client = await self.redis()
+        for consumer in self.consumers.values():
+            if consumer.stream.startswith(streams.EVENTS_PREFIX):
+                with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                    await client.xgroup_create(consumer.stream, consumer.group, id="0", mkstream=True)
 
     async def register(self) -> None:
         await self.publish(Envelope(data=RegisterService(
@@ -235,6 +373,11 @@ class Platform:
                               None, s.poll_ms / 1000)
             if "registry" in self.actors:
                 tg.start_soon(registry.run_sweeps, self.registry_deps(), s.heartbeat_s)
+            if "provisioner" in self.actors:
+                tg.start_soon(provisioner.run_reaper, self.provisioner_deps(), 30.0)
+            if "monitor" in self.actors:
+                tg.start_soon(functools.partial(
+                    run_monitoring, self.monitor_deps(), run_tests, self.monitored_projects))
             server: _Server | None = None
             if self.api:
                 config = uvicorn.Config(

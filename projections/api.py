@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import contracts
 from contracts import ContractError, Entry, Envelope, Kind
+from contracts.repairs import ApproveRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 
@@ -65,6 +66,12 @@ class ApiDeps:
     asyncapi: Callable[[], dict[str, Any]]
     # Largest accepted request body (CARS_MAX_MESSAGE_BYTES).
     max_body_bytes: int
+    # (body, project, run_id, commit, repo_path) -> RunReported from JUnit XML or the plugin's JSON.
+    # Raises ValueError with a reason for a report it cannot read. Blocking.
+    parse_report: Callable[[bytes, str, str, str | None, str | None], Any] | None = None
+    # Rows of the heals view: (project, status) filters -> repairs; repair id -> its candidates. Blocking.
+    list_repairs: Callable[[str | None, str | None], list[dict[str, Any]]] | None = None
+    repair_candidates: Callable[[str], list[dict[str, Any]]] | None = None
     # A readiness check slower than this counts as a failure: a probe must answer.
     ready_timeout_s: float = 5.0
 
@@ -335,6 +342,77 @@ async def commands(request: Request, deps: Deps) -> Accepted:
     return await _accept(request, deps, lambda e: e.kind is Kind.COMMAND)
 
 
+async def runs(
+    request: Request, deps: Deps,
+    project: Annotated[str, Query(min_length=1, max_length=512, description="The project the run belongs to.")],
+    run_id: Annotated[str | None, Query(max_length=512, description="The run's id [default: a new one].")] = None,
+    commit: Annotated[str | None, Query(max_length=512, description="The commit that was tested.")] = None,
+    repo_path: Annotated[str | None, Query(max_length=512, description="The project's folder on the CARS host, "
+                                           "so CARS can propose repairs.")] = None,
+) -> Accepted:
+    """Report a test run as JUnit XML (pytest, Surefire, jest-junit, gotestsum) or the CARS pytest
+    plugin's JSON. It is converted to one `run.reported` and put on the ingest stream."""
+    if deps.parse_report is None:
+        raise NotFound("not found", ["this process does not parse reports @ $.path"])
+    raw = await _read_body(request, deps.max_body_bytes)
+    rid = run_id or f"run-{uuid.uuid4().hex[:12]}"
+    parse = deps.parse_report
+    try:
+        run = await anyio.to_thread.run_sync(lambda: parse(raw, project, rid, commit, repo_path))
+    except ValueError as exc:
+        raise BadRequest("invalid report", [f"{exc} @ $"]) from None
+    envelope = Envelope(data=run, correlation_id=rid)
+    try:
+        stream, entry_id = await deps.publish(envelope)
+    except Exception as exc:
+        log.exception("publishing run %s failed", rid)
+        raise BusUnavailable("the bus did not accept the message; retry later") from exc
+    return Accepted(id=envelope.id, type=envelope.type, correlation_id=rid, stream=stream, entry_id=entry_id)
+
+
+async def repairs(
+    deps: Deps,
+    project: Annotated[str | None, Query(description="Only this project's repairs.")] = None,
+    status: Annotated[str | None, Query(description="Only repairs in this status (validating, completed, "
+                                        "approved, applied, abandoned, rejected, quarantined, unrepairable).")] = None,
+) -> dict[str, Any]:
+    """Repairs, newest change first: one per failure fingerprint (the heals view)."""
+    if deps.list_repairs is None:
+        raise NotFound("not found", ["this process serves no repairs view @ $.path"])
+    listing = deps.list_repairs
+    rows = await anyio.to_thread.run_sync(lambda: listing(project, status))
+    return {"repairs": rows}
+
+
+async def repair(
+    deps: Deps, repair_id: Annotated[uuid.UUID, Path(description="The repair id.")]
+) -> dict[str, Any]:
+    """One repair with every candidate CARS proposed for it, and each verdict."""
+    if deps.list_repairs is None or deps.repair_candidates is None:
+        raise NotFound("not found", ["this process serves no repairs view @ $.path"])
+    listing, candidates = deps.list_repairs, deps.repair_candidates
+    rows = [r for r in await anyio.to_thread.run_sync(lambda: listing(None, None))
+            if r["repair_id"] == str(repair_id)]
+    if not rows:
+        raise NotFound("not found", [f"no repair {repair_id} @ $.path.repair_id"])
+    return {**rows[0], "candidates": await anyio.to_thread.run_sync(candidates, str(repair_id))}
+
+
+async def approve_repair(
+    deps: Deps, repair_id: Annotated[uuid.UUID, Path(description="The repair id.")],
+    by: Annotated[str, Query(min_length=1, max_length=512, description="Who approves.")] = "api",
+) -> Accepted:
+    """Approve a validated repair: sends `repair.approve`; CARS then applies the patch."""
+    envelope = Envelope(data=ApproveRepair(repair_id=repair_id, by=by))
+    try:
+        stream, entry_id = await deps.publish(envelope)
+    except Exception as exc:
+        log.exception("publishing approval of %s failed", repair_id)
+        raise BusUnavailable("the bus did not accept the message; retry later") from exc
+    return Accepted(id=envelope.id, type=envelope.type, correlation_id=envelope.correlation_id, stream=stream,
+                    entry_id=entry_id)
+
+
 async def asyncapi(deps: Deps) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document of the bus: streams, entry layout and every message schema."""
     return deps.asyncapi()
@@ -387,6 +465,17 @@ ROUTES: list[dict[str, Any]] = [
     {"path": "/commands", "endpoint": commands, "methods": ["POST"], "tags": ["commands"],
      "summary": "Send a command", "status_code": 202, "responses": _SEND_ERRORS,
      "openapi_extra": _body_doc(_COMMAND_TAGS)},
+    {"path": "/runs", "endpoint": runs, "methods": ["POST"], "tags": ["commands"],
+     "summary": "Report a test run as JUnit XML or CARS plugin JSON", "status_code": 202,
+     "responses": {**_SEND_ERRORS, **_BAD_PARAMS},
+     "openapi_extra": {"requestBody": {"required": True, "content": {
+         "application/xml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}}},
+    {"path": "/repairs", "endpoint": repairs, "methods": ["GET"], "tags": ["queries"], "summary": "List repairs"},
+    {"path": "/repairs/{repair_id}", "endpoint": repair, "methods": ["GET"], "tags": ["queries"],
+     "summary": "One repair and its candidates", "responses": {404: _error("No such repair."), **_BAD_PARAMS}},
+    {"path": "/repairs/{repair_id}/approve", "endpoint": approve_repair, "methods": ["POST"], "tags": ["commands"],
+     "summary": "Approve a validated repair", "status_code": 202,
+     "responses": {503: _SEND_ERRORS[503], **_BAD_PARAMS}},
     {"path": "/asyncapi", "endpoint": asyncapi, "methods": ["GET"], "tags": ["specification"],
      "summary": "AsyncAPI document of the bus"},
 ]

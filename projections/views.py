@@ -82,9 +82,10 @@ def iso(moment: dt.datetime) -> str:
 def default_views() -> list[View]:
     """Every view CARS maintains: the one list the runtime, the API and `cars replay` use."""
     # Imported here: the view modules import this one for the protocol and helpers.
+    from projections.heals import HealsView
     from projections.services import ServicesView
 
-    return [ServicesView()]
+    return [ServicesView(), HealsView()]
 
 
 __all__ = [

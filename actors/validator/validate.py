@@ -214,6 +214,10 @@ def _test_modules(ws: Workspace, test_id: str, files: Sequence[str]) -> list[str
 def _matches(result_id: str, test_id: str) -> bool:
     """Whether a reported id is (a parametrization of) `test_id`. Ids are relative to pytest's rootdir,
     which may lie below the workspace root, so one may be a path suffix of the other."""
+    if "::" not in test_id:
+        # A whole module failed (a collection error such as an ImportError): every test in it counts.
+        file = result_id.split("::", 1)[0]
+        return file == test_id or test_id.endswith("/" + file) or file.endswith("/" + test_id)
     base = result_id.split("[", 1)[0] if "[" not in test_id else result_id
     return base == test_id or test_id.endswith("/" + base) or base.endswith("/" + test_id)
 

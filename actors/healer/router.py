@@ -1,0 +1,160 @@
+"""The healer actor: proposes candidate repairs for detected failures, and applies validated ones.
+
+Subscribed to `failure.detected` and `repair.completed` (topic streams) and to the commands
+`heal.request`, `repair.approve` and `repair.reject`. Strategies read the repository in a worker
+thread; the decisions are the pure functions of `actors.healer.repairs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from attrs import frozen
+
+from actors.errors import Rejected
+from actors.healer import ranking, repairs
+from actors.healer.apply import Applied, apply_to_repo
+from actors.healer.strategy import Proposal, Strategy
+from actors.ports import Aggregates, Clock, Tick
+from actors.projectconfig import ProjectConfig, load_project_config
+from actors.workspace import Workspace
+from contracts import Envelope, natural_id
+from contracts.failures import FailureDetected
+from contracts.repairs import ApproveRepair, RejectRepair, RepairCompleted, RequestHeal
+
+log = logging.getLogger(__name__)
+
+ROLE = "healer"
+EVENTS = frozenset({"failure.detected", "repair.completed"})
+COMMANDS = frozenset({"heal.request", "repair.approve", "repair.reject"})
+
+
+@frozen(kw_only=True)
+class HealerDeps:
+    aggregates: Aggregates
+    clock: Clock
+    strategies: Sequence[Strategy]
+    stats: Callable[[], Awaitable[ranking.Stats]]  # from the heals view
+
+
+async def handle(deps: HealerDeps, envelope: Envelope[Any]) -> None:
+    data = envelope.data
+    if isinstance(data, FailureDetected):
+        await _open(deps, envelope, data)
+    elif isinstance(data, RepairCompleted):
+        await _maybe_apply(deps, data.repair_id, envelope)
+    elif isinstance(data, ApproveRepair):
+        rid = data.repair_id
+        await deps.aggregates.execute(rid, envelope, lambda h: repairs.approve(repairs.fold(h), rid, data.by))
+        await _maybe_apply(deps, rid, Tick(id=natural_id("apply", envelope.id), correlation_id=envelope.correlation_id))
+    elif isinstance(data, RejectRepair):
+        rid = data.repair_id
+        await deps.aggregates.execute(
+            rid, envelope, lambda h: repairs.reject(repairs.fold(h), rid, data.reason, data.by)
+        )
+    elif isinstance(data, RequestHeal):
+        await _request(deps, envelope, data)
+
+
+async def _open(deps: HealerDeps, envelope: Envelope[Any], failure: FailureDetected) -> None:
+    rid = repairs.repair_id(failure.project, failure.fingerprint)
+    state = repairs.fold(await deps.aggregates.history(rid))
+    if state.status in repairs.OPEN:
+        return  # one open repair per fingerprint: don't even read the repository
+    proposals: list[Proposal] = []
+    if failure.repo_path and failure.category not in repairs.UNREPAIRABLE:
+        found = await anyio.to_thread.run_sync(propose_all, deps.strategies, failure)
+        proposals = ranking.rank(found, failure.category, await deps.stats())
+    await deps.aggregates.execute(
+        rid, envelope, lambda h: repairs.open_repair(repairs.fold(h), failure, proposals, rid)
+    )
+
+
+async def _request(deps: HealerDeps, envelope: Envelope[Any], command: RequestHeal) -> None:
+    """`heal.request`: propose again for a failure CARS has seen, from the evidence it recorded."""
+    if command.fingerprint is None:
+        raise Rejected("heal.request needs the failure's fingerprint (GET /repairs lists them)")
+    rid = repairs.repair_id(command.project, command.fingerprint)
+    state = repairs.fold(await deps.aggregates.history(rid))
+    if state.request is None:
+        raise Rejected(f"no failure with fingerprint {command.fingerprint!r} in project {command.project!r}")
+    r = state.request
+    failure = FailureDetected(
+        project=r.project, test_id=r.test_id, run_id=r.run_id or "heal.request", fingerprint=r.fingerprint,
+        category=r.category, reason=r.reason, evidence=r.evidence, commit=r.commit, repo_path=r.repo_path,
+        test_cmd=r.test_cmd, auto_apply=r.auto_apply,
+    )
+    await _open(deps, envelope, failure)
+
+
+def propose_all(strategies: Sequence[Strategy], failure: FailureDetected) -> list[Proposal]:
+    """Every strategy's proposals that edit test files only (blocking: reads the repository)."""
+    assert failure.repo_path is not None
+    config = load_project_config(failure.repo_path)
+    workspace = Workspace(failure.repo_path, test_globs=config.test_paths)
+    found: list[Proposal] = []
+    for strategy in strategies:
+        if not strategy.applies(failure):
+            continue
+        try:
+            proposals = strategy.propose(failure, workspace)
+        except Rejected:
+            raise
+        except Exception:
+            # One broken strategy must not stop the others; the failure is logged with its traceback.
+            log.exception("strategy %s failed on %s", strategy.name, failure.test_id)
+            continue
+        for p in proposals:
+            # A quarantine edits the quarantine list, which is not a test file; anything else must.
+            if p.quarantine or all(workspace.is_test_file(e.path) for e in p.edits):
+                found.append(p)
+            else:
+                log.warning("strategy %s proposed an edit outside test files; dropped", strategy.name)
+    return found
+
+
+async def _maybe_apply(deps: HealerDeps, rid: uuid.UUID, cause: Any) -> None:
+    state = repairs.fold(await deps.aggregates.history(rid))
+    if state.request is None or state.completed is None or not state.request.repo_path:
+        return
+    repo = state.request.repo_path
+    config: ProjectConfig = await anyio.to_thread.run_sync(load_project_config, repo)
+    if not repairs.wants_apply(state, config.auto_apply):
+        return
+    completed = state.completed
+    branch = f"cars/repair-{rid.hex[:8]}" if config.git_branch else None
+    message = commit_message(state)
+    done: Applied = await anyio.to_thread.run_sync(
+        lambda: apply_to_repo(Path(repo), completed.patch, branch=branch, message=message)
+    )
+    await deps.aggregates.execute(
+        rid, cause, lambda h: repairs.applied(repairs.fold(h), rid, done.files, done.branch, done.commit)
+    )
+
+
+def commit_message(state: repairs.RepairState) -> str:
+    """The commit message of an applied repair: what broke, what changed, and the evidence."""
+    c, r = state.completed, state.request
+    assert c is not None and r is not None
+    ev = c.evidence
+    lines = [
+        f"CARS: repair {r.test_id} ({c.category.value}, {c.strategy})", "",
+        f"Failure: {r.reason or r.category.value}",
+        f"Validated: {ev.passes}/{ev.reruns} reruns passed; regressions: {len(ev.regressions)}; "
+        f"guardrails broken: {len(ev.guardrails)}; mutation check: {ev.mutation.value}",
+    ]
+    if ev.mutation_detail:
+        lines.append(f"Mutation: {ev.mutation_detail}")
+    if ev.collected_before is not None:
+        lines.append(f"Collected tests: {ev.collected_before} -> {ev.collected_after}")
+    lines += ["", f"Repair: {c.repair_id}", f"Candidate: {c.candidate_id}", f"Confidence: {c.confidence:.2f}"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["COMMANDS", "EVENTS", "ROLE", "HealerDeps", "commit_message", "handle", "propose_all"]

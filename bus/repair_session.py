@@ -1,0 +1,244 @@
+"""`cars repair`: one run of the whole loop for a local repository, through the bus and the store.
+
+1. Run the project's tests (with CARS's pytest plugin, for evidence).
+2. Publish one `run.reported` on cars.ingest, exactly as any CI would.
+3. Follow the store while the monitor, healer, validator and provisioner work: a running platform
+   (`cars up` reachable on this CARS_HOME / REDIS_URL) does the work, otherwise one is started in this
+   process for the duration.
+4. With `--apply`, approve every validated repair (`repair.approve`, so the decision is recorded), and
+   wait until it is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from attrs import define, field, frozen
+from redis.asyncio import Redis
+
+from actors.healer import repairs
+from actors.projectconfig import load_project_config
+from actors.testrun import TestRun, run_tests
+from bus import runtime
+from bus.settings import Settings
+from bus.store import EventStore
+from contracts import Envelope
+from contracts.failures import FailureDetected
+from contracts.repairs import ApproveRepair
+from contracts.runs import RunRecorded, RunReported, StormDetected
+
+APPROVER = "cars repair --apply"
+
+
+@frozen(kw_only=True)
+class RepairOutcome:
+    test_id: str
+    category: str
+    status: str  # validated | rejected | abandoned
+    strategy: str | None
+    confidence: float | None
+    patch: str | None
+    applied: bool
+    detail: str
+
+
+@frozen(kw_only=True)
+class SessionResult:
+    run: TestRun
+    run_id: str
+    failures: list[tuple[str, str]]  # (test_id, category)
+    repairs: list[RepairOutcome]
+    storm: str | None
+    timed_out: bool
+
+    @property
+    def applied(self) -> bool:
+        return any(r.applied for r in self.repairs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "failures": [{"test_id": t, "category": c} for t, c in self.failures],
+            "repairs": [{"test_id": r.test_id, "strategy": r.strategy, "confidence": r.confidence,
+                         "status": r.status, "patch": r.patch} for r in self.repairs],
+            "applied": self.applied,
+        }
+
+
+@define
+class _Tracker:
+    """What the store has told us so far about this run."""
+
+    run_id: str
+    recorded: bool = False
+    storm: str | None = None
+    failures: dict[str, FailureDetected] = field(factory=dict)  # failure event id -> failure
+    approved: set[uuid.UUID] = field(factory=set)
+
+
+def git_commit(path: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, timeout=30, check=False)
+    return done.stdout.decode().strip() or None if done.returncode == 0 else None
+
+
+async def repair(
+    settings: Settings, path: Path, *, test_cmd: str | None, project: str | None, apply: bool,
+    timeout_s: float, progress: Callable[[str], None],
+) -> SessionResult:
+
+    config = await anyio.to_thread.run_sync(load_project_config, path)
+    cmd = test_cmd or config.test_cmd
+    progress(f"running `{cmd}` in {path}")
+    run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
+    failed = run.failed()
+    progress(f"{len(run.results)} results, {len(failed)} failing (exit code {run.exit_code})")
+    run_id = f"repair-{uuid.uuid4().hex[:12]}"
+    report = RunReported(
+        project=project or path.name, run_id=run_id, results=run.results, commit=await anyio.to_thread.run_sync(
+            git_commit, path), repo_path=str(path), test_cmd=cmd, source="cars repair", auto_apply=apply,
+    )
+    async with _platform(settings, progress) as (client, store):
+        start = await anyio.to_thread.run_sync(store.max_position)
+        await runtime.publish_to(client, Envelope(data=report, correlation_id=run_id), settings)
+        progress(f"published run.reported {run_id}; following the repair loop")
+        tracker = _Tracker(run_id=run_id)
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+        outcomes: list[RepairOutcome] | None = None
+        while outcomes is None:
+            if time.monotonic() > deadline:
+                timed_out = True
+                outcomes = await _outcomes(store, tracker, final=True, apply=apply)
+                break
+            start = await _read_new(store, start, tracker, progress)
+            outcomes = await _settled(store, tracker, client, settings, apply, progress)
+            if outcomes is None:
+                await anyio.sleep(0.2)
+    return SessionResult(
+        run=run, run_id=run_id, failures=[(f.test_id, f.category.value) for f in tracker.failures.values()],
+        repairs=outcomes, storm=tracker.storm, timed_out=timed_out,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _platform(settings: Settings, progress: Callable[[str], None]) -> AsyncIterator[tuple[Redis, EventStore]]:
+    """The bus client and the store; a platform is started in this process unless one is running."""
+    url = runtime.running_platform_url(settings)
+    if url is not None:
+        progress(f"using the CARS platform running on {url}")
+        client = Redis.from_url(url)
+        store = await anyio.to_thread.run_sync(EventStore, settings.store_env())
+        try:
+            yield client, store
+        finally:
+            await client.aclose()
+            store.close()
+        return
+    progress("no CARS platform is running: starting one in this process")
+    platform = runtime.Platform(settings=settings, actors=runtime.ACTORS, role="repair", api=False, relay=True,
+                                projections=True, quiet=True)
+    with runtime.bus_url(settings) as bus:
+        async with platform.started(bus), anyio.create_task_group() as tg:
+            tg.start_soon(platform.serve, None)
+            assert platform.store is not None
+            try:
+                yield await platform.redis(), platform.store
+            finally:
+                tg.cancel_scope.cancel()
+
+
+async def _read_new(store: EventStore, after: int, tracker: _Tracker, progress: Callable[[str], None]) -> int:
+    batch = await anyio.to_thread.run_sync(lambda: store.read(after=after, limit=1000))
+    for rec in batch:
+        env, data = rec.envelope, rec.envelope.data
+        if isinstance(data, RunRecorded) and data.run_id == tracker.run_id:
+            tracker.recorded = True
+        elif isinstance(data, StormDetected) and data.run_id == tracker.run_id:
+            tracker.storm = data.reason
+            progress(f"infrastructure storm: {data.reason}; no heals started")
+        elif isinstance(data, FailureDetected) and data.run_id == tracker.run_id:
+            tracker.failures[str(env.id)] = data
+            progress(f"failure {data.test_id}: {data.category.value}")
+        elif env.correlation_id == tracker.run_id and env.type in _PROGRESS:
+            progress(_PROGRESS[env.type](data))
+    return batch[-1].position if batch else after
+
+
+_PROGRESS: dict[str, Callable[[Any], str]] = {
+    "heal.proposed": lambda d: f"  candidate #{d.rank} by {d.strategy} (confidence {d.confidence:.2f})",
+    "heal.validated": lambda d: "  candidate validated",
+    "heal.rejected": lambda d: f"  candidate rejected: {d.reason[:200]}",
+    "heal.abandoned": lambda d: f"  abandoned: {d.reason}",
+    "repair.applied": lambda d: f"  applied to {', '.join(d.files)}" + (f" on branch {d.branch}" if d.branch else ""),
+    "test.quarantined": lambda d: f"  {d.test_id} quarantined in {d.quarantine_file}",
+}
+
+
+async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings: Settings, apply: bool,
+                   progress: Callable[[str], None]) -> list[RepairOutcome] | None:
+    """The outcomes once every failure of the run has settled, else None (and approvals sent)."""
+    if not tracker.recorded:
+        return None
+    for failure_id, failure in tracker.failures.items():
+        history = await anyio.to_thread.run_sync(store.load, repairs.repair_id(failure.project, failure.fingerprint))
+        state = repairs.fold(history)
+        if failure.category in repairs.UNREPAIRABLE:
+            continue
+        handled = any(e.causation_id == failure_id for e in history)
+        if state.status is repairs.RepairStatus.VALIDATING:
+            return None
+        if state.status in (repairs.RepairStatus.COMPLETED, repairs.RepairStatus.APPROVED):
+            if not apply:
+                continue
+            rid = state.completed.repair_id if state.completed else None
+            if rid is not None and rid not in tracker.approved and state.status is repairs.RepairStatus.COMPLETED:
+                await runtime.publish_to(client, Envelope(
+                    data=ApproveRepair(repair_id=rid, by=APPROVER), correlation_id=tracker.run_id), settings)
+                tracker.approved.add(rid)
+                progress(f"  approving {failure.test_id} (--apply)")
+            return None
+        if not handled:
+            return None  # the healer has not seen this report yet (it reopens finished repairs)
+    return await _outcomes(store, tracker, final=False, apply=apply)
+
+
+async def _outcomes(store: EventStore, tracker: _Tracker, *, final: bool, apply: bool) -> list[RepairOutcome]:
+    out = []
+    for failure in tracker.failures.values():
+        state = repairs.fold(await anyio.to_thread.run_sync(
+            store.load, repairs.repair_id(failure.project, failure.fingerprint)))
+        out.append(_outcome(failure, state, timed_out=final))
+    return out
+
+
+def _outcome(failure: FailureDetected, state: repairs.RepairState, *, timed_out: bool) -> RepairOutcome:
+    category = failure.category.value
+    if failure.category in repairs.UNREPAIRABLE:
+        return RepairOutcome(test_id=failure.test_id, category=category, status="abandoned", strategy=None,
+                             confidence=None, patch=None, applied=False, detail=repairs.UNREPAIRABLE[failure.category])
+    validated = [c.proposal for c in state.candidates if c.verdict == "validated"]
+    if validated and state.status is not repairs.RepairStatus.REJECTED:
+        p = validated[0]
+        return RepairOutcome(
+            test_id=failure.test_id, category=category, status="validated", strategy=p.strategy,
+            confidence=p.confidence, patch=p.patch, applied=state.status is repairs.RepairStatus.APPLIED,
+            detail="quarantined (not a heal)" if p.quarantine else state.status.value,
+        )
+    judged = sorted((c.proposal for c in state.candidates if c.verdict == "rejected"), key=lambda p: p.rank)
+    if judged and state.status is repairs.RepairStatus.ABANDONED:
+        p = judged[0]
+        return RepairOutcome(test_id=failure.test_id, category=category, status="rejected", strategy=p.strategy,
+                             confidence=p.confidence, patch=p.patch, applied=False, detail="every candidate rejected")
+    detail = "timed out while validating" if timed_out else "no candidate proposed"
+    return RepairOutcome(test_id=failure.test_id, category=category, status="abandoned", strategy=None,
+                         confidence=None, patch=None, applied=False, detail=detail)
+
+
+__all__ = ["RepairOutcome", "SessionResult", "repair"]

@@ -1,0 +1,185 @@
+"""The heals view: every repair (one per failure fingerprint) and every candidate with its verdict.
+
+Tables `<prefix>repairs` (one row per repair, its latest round) and `<prefix>heal_candidates` (one row
+per candidate). The healer ranks strategies with `strategy_stats`, folded from this view, so the
+ranking is a function of the history and a replay gives the same one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.failures import FailureUnrepairable
+from contracts.repairs import (
+    HealAbandoned,
+    HealProposed,
+    HealRejected,
+    HealRequested,
+    HealValidated,
+    RepairApplied,
+    RepairApproved,
+    RepairCompleted,
+    RepairRejected,
+    repair_stream_id,
+)
+from projections.db import Tx, ViewDB
+from projections.views import LIVE_PREFIX, RecordedEvent, iso
+
+REPAIR_COLUMNS = (
+    "repair_id", "project", "test_id", "fingerprint", "category", "status", "round", "strategy", "confidence",
+    "candidate_id", "patch", "needs_approval", "reason", "branch", "commit_sha", "updated_at", "updated_position",
+)
+CANDIDATE_COLUMNS = (
+    "candidate_id", "repair_id", "round", "category", "strategy", "rank", "confidence", "quarantine", "verdict",
+    "reason", "files",
+)
+
+
+class HealsView:
+    name: str = "heals"
+    types: frozenset[str] = frozenset({
+        "heal.requested", "heal.proposed", "heal.validated", "heal.rejected", "heal.abandoned", "repair.completed",
+        "repair.approved", "repair.rejected", "repair.applied", "failure.unrepairable",
+    })
+    key: tuple[str, ...] = ("kind", "id")
+
+    def table_names(self, prefix: str) -> list[str]:
+        return [f"{prefix}repairs", f"{prefix}heal_candidates"]
+
+    def tables(self, prefix: str) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {prefix}repairs (repair_id TEXT PRIMARY KEY, project TEXT NOT NULL, "
+            "test_id TEXT NOT NULL, fingerprint TEXT NOT NULL, category TEXT NOT NULL, status TEXT NOT NULL, "
+            "round BIGINT NOT NULL, strategy TEXT, confidence DOUBLE PRECISION, candidate_id TEXT, patch TEXT, "
+            "needs_approval BIGINT NOT NULL, reason TEXT NOT NULL, branch TEXT, commit_sha TEXT, "
+            "updated_at TEXT NOT NULL, updated_position BIGINT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {prefix}heal_candidates (candidate_id TEXT PRIMARY KEY, "
+            "repair_id TEXT NOT NULL, round BIGINT NOT NULL, category TEXT NOT NULL, strategy TEXT NOT NULL, "
+            "rank BIGINT NOT NULL, confidence DOUBLE PRECISION NOT NULL, quarantine BIGINT NOT NULL, verdict TEXT, "
+            "reason TEXT NOT NULL, files TEXT NOT NULL)",
+        ]
+
+    def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
+        env = recorded.envelope
+        e = env.data
+        at, pos = iso(env.occurred_at), recorded.position
+        if isinstance(e, HealRequested):
+            row = self._repair(tx, prefix, str(e.repair_id))
+            self._put_repair(tx, prefix, {
+                "repair_id": str(e.repair_id), "project": e.project, "test_id": e.test_id,
+                "fingerprint": e.fingerprint, "category": e.category.value, "status": "validating",
+                "round": (row["round"] if row else 0) + 1, "strategy": None, "confidence": None,
+                "candidate_id": None, "patch": None, "needs_approval": 0, "reason": e.reason, "branch": None,
+                "commit_sha": None, "updated_at": at, "updated_position": pos,
+            })
+            return
+        if isinstance(e, FailureUnrepairable):
+            rid = str(repair_stream_id(e.project, e.fingerprint))
+            row = self._repair(tx, prefix, rid)
+            if row is not None and row["status"] == "abandoned":
+                return
+            self._put_repair(tx, prefix, {
+                "repair_id": rid, "project": e.project, "test_id": e.test_id, "fingerprint": e.fingerprint,
+                "category": e.category.value, "status": "unrepairable", "round": row["round"] if row else 0,
+                "strategy": None, "confidence": None, "candidate_id": None, "patch": None, "needs_approval": 0,
+                "reason": e.reason, "branch": None, "commit_sha": None, "updated_at": at, "updated_position": pos,
+            })
+            return
+        row = self._repair(tx, prefix, str(e.repair_id))
+        if row is None:
+            return  # events of a repair whose request this view never saw
+        if isinstance(e, HealProposed):
+            tx.execute(
+                f"INSERT INTO {prefix}heal_candidates ({', '.join(CANDIDATE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in CANDIDATE_COLUMNS)}) ON CONFLICT (candidate_id) DO NOTHING",
+                (str(e.candidate_id), str(e.repair_id), row["round"], row["category"], e.strategy, e.rank,
+                 e.confidence, int(e.quarantine), None, "", "\n".join(e.files)),
+            )
+            return
+        if isinstance(e, HealValidated | HealRejected):
+            verdict = "validated" if isinstance(e, HealValidated) else "rejected"
+            reason = e.reason if isinstance(e, HealRejected) else ""
+            tx.execute(f"UPDATE {prefix}heal_candidates SET verdict = ?, reason = ? WHERE candidate_id = ?",
+                       (verdict, reason, str(e.candidate_id)))
+            if verdict == "validated":
+                tx.execute(f"SELECT quarantine FROM {prefix}heal_candidates WHERE candidate_id = ?",
+                           (str(e.candidate_id),))
+                cand = tx.fetchone()
+                if cand is not None and cand["quarantine"]:
+                    self._update(tx, prefix, row, at, pos, status="quarantined")
+            return
+        if isinstance(e, HealAbandoned):
+            self._update(tx, prefix, row, at, pos, status="abandoned", reason=e.reason)
+        elif isinstance(e, RepairCompleted):
+            self._update(tx, prefix, row, at, pos, status="completed", strategy=e.strategy,
+                         confidence=e.confidence, candidate_id=str(e.candidate_id), patch=e.patch,
+                         needs_approval=int(e.needs_approval))
+        elif isinstance(e, RepairApproved):
+            self._update(tx, prefix, row, at, pos, status="approved", reason=f"approved by {e.by}")
+        elif isinstance(e, RepairRejected):
+            self._update(tx, prefix, row, at, pos, status="rejected", reason=f"rejected by {e.by}: {e.reason}")
+        elif isinstance(e, RepairApplied):
+            self._update(tx, prefix, row, at, pos, status="applied", branch=e.branch, commit_sha=e.commit)
+
+    def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
+        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}repairs")
+        repairs = [{"kind": "repair", "id": r["repair_id"], **r} for r in tx.fetchall()]
+        tx.execute(f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM {prefix}heal_candidates")
+        candidates = [{"kind": "candidate", "id": r["candidate_id"], **r} for r in tx.fetchall()]
+        return sorted(repairs + candidates, key=lambda r: (r["kind"], r["id"]))
+
+    def _repair(self, tx: Tx, prefix: str, rid: str) -> dict[str, Any] | None:
+        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}repairs WHERE repair_id = ?", (rid,))
+        return tx.fetchone()
+
+    def _put_repair(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in REPAIR_COLUMNS if c != "repair_id")
+        tx.execute(
+            f"INSERT INTO {prefix}repairs ({', '.join(REPAIR_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in REPAIR_COLUMNS)}) ON CONFLICT (repair_id) DO UPDATE SET {updates}",
+            tuple(row[c] for c in REPAIR_COLUMNS),
+        )
+
+    def _update(self, tx: Tx, prefix: str, row: dict[str, Any], at: str, pos: int, **changes: Any) -> None:
+        self._put_repair(tx, prefix, {**row, **changes, "updated_at": at, "updated_position": pos})
+
+
+def list_repairs(db: ViewDB, *, project: str | None = None, status: str | None = None,
+                 prefix: str = LIVE_PREFIX) -> list[dict[str, Any]]:
+    """Repairs, newest change first, optionally of one project and/or in one status."""
+    where, params = [], []
+    if project:
+        where.append("project = ?")
+        params.append(project)
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    with db.transaction(readonly=True) as tx:
+        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}repairs{clause} "
+                   "ORDER BY updated_position DESC", params)
+        rows = tx.fetchall()
+    return [{**r, "needs_approval": bool(r["needs_approval"])} for r in rows]
+
+
+def repair_candidates(db: ViewDB, repair_id: str, prefix: str = LIVE_PREFIX) -> list[dict[str, Any]]:
+    with db.transaction(readonly=True) as tx:
+        tx.execute(f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM {prefix}heal_candidates WHERE repair_id = ? "
+                   "ORDER BY round, rank", (repair_id,))
+        rows = tx.fetchall()
+    return [{**r, "quarantine": bool(r["quarantine"]), "files": [f for f in r["files"].split("\n") if f]}
+            for r in rows]
+
+
+def strategy_stats(db: ViewDB, prefix: str = LIVE_PREFIX) -> dict[tuple[str, str], tuple[int, int]]:
+    """(category, strategy) -> (validated, rejected), over every candidate ever judged."""
+    with db.transaction(readonly=True) as tx:
+        tx.execute(
+            f"SELECT category, strategy, SUM(CASE WHEN verdict = 'validated' THEN 1 ELSE 0 END) AS ok, "
+            f"SUM(CASE WHEN verdict = 'rejected' THEN 1 ELSE 0 END) AS bad FROM {prefix}heal_candidates "
+            "WHERE verdict IS NOT NULL GROUP BY category, strategy"
+        )
+        return {(r["category"], r["strategy"]): (int(r["ok"]), int(r["bad"])) for r in tx.fetchall()}
+
+
+__all__ = ["HealsView", "list_repairs", "repair_candidates", "strategy_stats"]
