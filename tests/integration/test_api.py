@@ -479,6 +479,8 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
     assert set(operations) == {
         ("GET", "/health"), ("GET", "/ready"), ("GET", "/services"), ("GET", "/events"),
         ("GET", "/audit/{aggregate_id}"), ("POST", "/ingest"), ("POST", "/commands"), ("GET", "/asyncapi"),
+        ("POST", "/runs"), ("GET", "/repairs"), ("GET", "/repairs/{repair_id}"),
+        ("POST", "/repairs/{repair_id}/approve"),
     }
     for key, op in operations.items():
         assert op.get("summary") and op.get("tags"), key
