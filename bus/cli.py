@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
+from redis.exceptions import RedisError
 
 from bus.settings import VARIABLES, Settings, SettingsError
 
@@ -95,12 +96,13 @@ def worker(
     or a `cars up` running with the same CARS_HOME (its embedded Redis is used).
     """
     from bus import runtime
+    from bus.embedded import running_bus_url
 
     settings = _settings()
     _setup_logging(settings)
     try:
         names = runtime.parse_actors(actors)
-        url = runtime.running_bus_url(settings)
+        url = running_bus_url(settings)
     except (ValueError, RuntimeError) as exc:
         _fail(str(exc))
     settings = _settings(REDIS_URL=url)
@@ -114,7 +116,7 @@ def _run(coro: Any) -> None:
         anyio.run(lambda: coro)
     except KeyboardInterrupt:
         pass
-    except (EmbeddedRedisError, SettingsError, RuntimeError, OSError) as exc:
+    except (EmbeddedRedisError, SettingsError, RuntimeError, OSError, RedisError) as exc:
         _fail(str(exc), code=1)
 
 
@@ -147,7 +149,8 @@ def publish(
     Every message is checked before any is sent: on an error nothing is published and the problems
     are listed with their JSON paths. `id`, `occurred_at` and `correlation_id` may be left out.
     """
-    from bus import runtime, streams, wire
+    from bus import streams, wire
+    from bus.embedded import running_bus_url
     from contracts import ContractError, decode
 
     settings = _settings()
@@ -169,7 +172,7 @@ def publish(
     async def send() -> list[tuple[str, str, str]]:
         from redis.asyncio import Redis
 
-        client = Redis.from_url(runtime.running_bus_url(settings))
+        client = Redis.from_url(running_bus_url(settings))
         try:
             sent = []
             for env in envelopes:
@@ -185,7 +188,7 @@ def publish(
             typer.echo(f"published {tag} to {stream} as {entry_id}")
     except RuntimeError as exc:
         _fail(str(exc), code=1)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         _fail(f"Redis unreachable: {exc}", code=1)
 
 
@@ -317,10 +320,10 @@ def config() -> None:
 def _dlq_client(settings: Settings) -> Any:
     from redis.asyncio import Redis
 
-    from bus import runtime
+    from bus.embedded import running_bus_url
 
     try:
-        return Redis.from_url(runtime.running_bus_url(settings))
+        return Redis.from_url(running_bus_url(settings))
     except RuntimeError as exc:
         _fail(str(exc), code=1)
 
@@ -352,7 +355,7 @@ def dlq_list(
 
     try:
         anyio.run(go)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         _fail(f"Redis unreachable: {exc}", code=1)
 
 
@@ -376,7 +379,7 @@ def dlq_retry(
         new_id = anyio.run(go)
     except DeadLetterNotFound as exc:
         _fail(str(exc), code=1)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         _fail(f"Redis unreachable: {exc}", code=1)
     typer.echo(f"requeued {entry_id} as {new_id}")
 
@@ -460,7 +463,8 @@ def report(
 
     from actors.errors import Rejected
     from actors.monitor.ingest import parse_report
-    from bus import runtime
+    from bus import wire
+    from bus.embedded import running_bus_url
     from contracts import Envelope
 
     settings = _settings()
@@ -477,9 +481,10 @@ def report(
     async def send() -> tuple[str, str]:
         from redis.asyncio import Redis
 
-        client = Redis.from_url(runtime.running_bus_url(settings))
+        client = Redis.from_url(running_bus_url(settings))
         try:
-            return await runtime.publish_to(client, Envelope(data=run, correlation_id=rid), settings)
+            envelope = Envelope(data=run, correlation_id=rid)
+            return await wire.publish_inbound(client, envelope, maxlen=settings.stream_maxlen)
         finally:
             await client.aclose()
 
@@ -487,7 +492,7 @@ def report(
         stream, entry_id = anyio.run(send)
     except RuntimeError as exc:
         _fail(str(exc), code=1)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         _fail(f"Redis unreachable: {exc}", code=1)
     failed = sum(1 for r in run.results if r.outcome.value in ("failed", "error"))
     typer.echo(f"published run {rid} ({len(run.results)} results, {failed} failing) to {stream} as {entry_id}")
@@ -501,7 +506,8 @@ def approve(
     """Approve a validated repair: CARS then writes its patch into the project (`repair.applied`)."""
     import uuid
 
-    from bus import runtime
+    from bus import wire
+    from bus.embedded import running_bus_url
     from contracts import Envelope
     from contracts.repairs import ApproveRepair
 
@@ -514,9 +520,10 @@ def approve(
     async def send() -> tuple[str, str]:
         from redis.asyncio import Redis
 
-        client = Redis.from_url(runtime.running_bus_url(settings))
+        client = Redis.from_url(running_bus_url(settings))
         try:
-            return await runtime.publish_to(client, Envelope(data=ApproveRepair(repair_id=rid, by=by)), settings)
+            return await wire.publish_inbound(
+                client, Envelope(data=ApproveRepair(repair_id=rid, by=by)), maxlen=settings.stream_maxlen)
         finally:
             await client.aclose()
 
@@ -524,7 +531,7 @@ def approve(
         stream, entry_id = anyio.run(send)
     except RuntimeError as exc:
         _fail(str(exc), code=1)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         _fail(f"Redis unreachable: {exc}", code=1)
     typer.echo(f"approval of {rid} sent to {stream} as {entry_id}")
 

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
 
+# How long the first group to dead-letter a malformed entry remembers it, so the other groups reading
+# the same stream ack it without a second dead letter.
+MALFORMED_SEEN_TTL_S = 7 * 24 * 3600
+
 
 @frozen(kw_only=True)
 class ConsumerConfig:
@@ -103,7 +107,14 @@ class StreamConsumer:
         try:
             envelope = wire.decode_fields(fields, max_bytes=self.config.max_message_bytes)
         except ContractError as exc:
-            await self._dead_letter(redis, msg, raw, other, "invalid message: " + "; ".join(exc.errors), deliveries)
+            # Every group on this stream sees the same malformed entry; only the first records it.
+            first = await redis.set(f"cars:dlq:seen:{self.stream}:{entry_id}", self.group, nx=True,
+                                    ex=MALFORMED_SEEN_TTL_S)
+            if first:
+                await self._dead_letter(redis, msg, raw, other, "invalid message: " + "; ".join(exc.errors),
+                                        deliveries)
+            else:
+                await msg.ack()
             return
         if self.accepts is not None and envelope.type not in self.accepts:
             await msg.ack()

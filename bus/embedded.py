@@ -12,6 +12,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bus.settings import Settings
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -95,6 +99,8 @@ class EmbeddedRedis:
     def stop(self) -> None:
         if self.proc is None:
             return
+        # The marker says "a cars up is running here"; it must not outlive the server.
+        (self.dir / "url").unlink(missing_ok=True)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -110,3 +116,15 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def running_bus_url(settings: Settings) -> str:
+    """For CLI commands: REDIS_URL, else the embedded Redis of a running `cars up`."""
+    if settings.redis_url:
+        return settings.redis_url
+    marker = settings.home / "redis" / "url"
+    if marker.exists():
+        return marker.read_text().strip()
+    raise RuntimeError(
+        f"no Redis: REDIS_URL is unset and no `cars up` is running with CARS_HOME={settings.home}"
+    )

@@ -41,7 +41,7 @@ from bus import streams, wire
 from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
 from bus.consumer import ConsumerConfig, StreamConsumer, subscribe
-from bus.embedded import EmbeddedRedis
+from bus.embedded import EmbeddedRedis, running_bus_url
 from bus.relay import Relay
 from bus.settings import Settings
 from bus.store import EventStore
@@ -95,18 +95,6 @@ def bus_url(settings: Settings) -> Iterator[str]:
         yield server.url
 
 
-def running_bus_url(settings: Settings) -> str:
-    """For CLI commands: REDIS_URL, else the embedded Redis of a running `cars up`."""
-    if settings.redis_url:
-        return settings.redis_url
-    marker = settings.home / "redis" / "url"
-    if marker.exists():
-        return marker.read_text().strip()
-    raise RuntimeError(
-        f"no Redis: REDIS_URL is unset and no `cars up` is running with CARS_HOME={settings.home}"
-    )
-
-
 def _parse_report(data: bytes, project: str, run_id: str, commit: str | None, repo_path: str | None) -> RunReported:
     """The API's report parser: an unreadable report is a ValueError with the reason."""
     try:
@@ -117,9 +105,7 @@ def _parse_report(data: bytes, project: str, run_id: str, commit: str | None, re
 
 async def publish_to(client: Redis, envelope: Envelope[Any], settings: Settings) -> tuple[str, str]:
     """Put a command (or run.reported) on its inbound stream; (stream, entry id). ValueError for an event."""
-    stream = streams.inbound_stream(envelope.entry)
-    entry_id = await wire.publish(client, stream, envelope, maxlen=settings.stream_maxlen)
-    return stream, entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return await wire.publish_inbound(client, envelope, maxlen=settings.stream_maxlen)
 
 
 def running_platform_url(settings: Settings, idle_ms: int = 5000) -> str | None:
@@ -371,7 +357,8 @@ class Platform:
             if self.relay:
                 tg.start_soon(Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch).run,
                               None, s.poll_ms / 1000)
-            if "registry" in self.actors:
+            if "registry" in self.actors and self.projections:
+                # The sweep reads the services view, which only a process running projections has.
                 tg.start_soon(registry.run_sweeps, self.registry_deps(), s.heartbeat_s)
             if "provisioner" in self.actors:
                 tg.start_soon(provisioner.run_reaper, self.provisioner_deps(), 30.0)

@@ -85,3 +85,12 @@ def decode_text(text: str | bytes, *, max_bytes: int) -> Envelope[Any]:
     if len(raw) > max_bytes:
         raise MessageTooLarge(len(raw), max_bytes)
     return contracts.loads(raw)
+
+
+async def publish_inbound(client: Redis, envelope: Envelope[Any], *, maxlen: int) -> tuple[str, str]:
+    """Put a command (or run.reported) on its inbound stream: (stream, entry id). ValueError for an event."""
+    from bus.streams import inbound_stream
+
+    stream = inbound_stream(envelope.entry)
+    entry_id = await publish(client, stream, envelope, maxlen=maxlen)
+    return stream, text(entry_id)

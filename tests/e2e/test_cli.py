@@ -291,10 +291,6 @@ def test_commands_that_need_the_bus_say_how_to_get_one(cars: Cars) -> None:
         assert "REDIS_URL is unset" in done.stderr and "cars up" in done.stderr, (args, done.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: bus/cli.py catches OSError around Redis calls, but redis-py raises "
-    "redis.exceptions.ConnectionError, which is not an OSError: users get a traceback"
-))
 def test_commands_report_an_unreachable_redis_in_one_line(cars: Cars) -> None:
     # Given a REDIS_URL where nothing listens
     down = cars.with_env(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
