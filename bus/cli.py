@@ -430,7 +430,7 @@ def repair(
     if as_json:
         typer.echo(json.dumps(result.to_json()))
         return
-    typer.echo(f"run {result.run_id}: {len(result.run.results)} results, {len(result.failures)} failures")
+    typer.echo(f"run {result.run_id}: {result.results} results, {len(result.failures)} failures")
     if result.storm:
         typer.echo(f"infrastructure storm: {result.storm}")
     for r in result.repairs:

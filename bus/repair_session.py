@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from actors.healer import repairs
 from actors.projectconfig import load_project_config
-from actors.testrun import TestRun, run_tests
+from actors.testrun import run_tests
 from bus import runtime
 from bus.settings import Settings
 from bus.store import EventStore
@@ -52,7 +52,7 @@ class RepairOutcome:
 
 @frozen(kw_only=True)
 class SessionResult:
-    run: TestRun
+    results: int  # test results in the run
     run_id: str
     failures: list[tuple[str, str]]  # (test_id, category)
     repairs: list[RepairOutcome]
@@ -92,18 +92,25 @@ async def repair(
     settings: Settings, path: Path, *, test_cmd: str | None, project: str | None, apply: bool,
     timeout_s: float, progress: Callable[[str], None],
 ) -> SessionResult:
-
+    """Run the tests of the project at `path` (absolute), then `submit` their report."""
     config = await anyio.to_thread.run_sync(load_project_config, path)
     cmd = test_cmd or config.test_cmd
     progress(f"running `{cmd}` in {path}")
     run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
-    failed = run.failed()
-    progress(f"{len(run.results)} results, {len(failed)} failing (exit code {run.exit_code})")
-    run_id = f"repair-{uuid.uuid4().hex[:12]}"
+    progress(f"{len(run.results)} results, {len(run.failed())} failing (exit code {run.exit_code})")
     report = RunReported(
-        project=project or path.name, run_id=run_id, results=run.results, commit=await anyio.to_thread.run_sync(
-            git_commit, path), repo_path=str(path), test_cmd=cmd, source="cars repair", auto_apply=apply,
+        project=project or path.name, run_id=f"repair-{uuid.uuid4().hex[:12]}", results=run.results,
+        commit=await anyio.to_thread.run_sync(git_commit, path), repo_path=str(path), test_cmd=cmd,
+        source="cars repair", auto_apply=apply,
     )
+    return await submit(settings, report, apply=apply, timeout_s=timeout_s, progress=progress)
+
+
+async def submit(
+    settings: Settings, report: RunReported, *, apply: bool, timeout_s: float, progress: Callable[[str], None],
+) -> SessionResult:
+    """Publish `report` and follow the loop until every failure in it has settled (or `timeout_s`)."""
+    run_id = report.run_id
     async with _platform(settings, progress) as (client, store):
         start = await anyio.to_thread.run_sync(store.max_position)
         await runtime.publish_to(client, Envelope(data=report, correlation_id=run_id), settings)
@@ -122,7 +129,8 @@ async def repair(
             if outcomes is None:
                 await anyio.sleep(0.2)
     return SessionResult(
-        run=run, run_id=run_id, failures=[(f.test_id, f.category.value) for f in tracker.failures.values()],
+        results=len(report.results), run_id=run_id,
+        failures=[(f.test_id, f.category.value) for f in tracker.failures.values()],
         repairs=outcomes, storm=tracker.storm, timed_out=timed_out,
     )
 
@@ -206,6 +214,8 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
             return None
         if not handled:
             return None  # the healer has not seen this report yet (it reopens finished repairs)
+        if apply and state.status is repairs.RepairStatus.QUARANTINED:
+            return None  # validated quarantine: the healer writes it next
     return await _outcomes(store, tracker, final=False, apply=apply)
 
 
@@ -241,4 +251,4 @@ def _outcome(failure: FailureDetected, state: repairs.RepairState, *, timed_out:
                          confidence=None, patch=None, applied=False, detail=detail)
 
 
-__all__ = ["RepairOutcome", "SessionResult", "repair"]
+__all__ = ["RepairOutcome", "SessionResult", "repair", "submit"]

@@ -108,7 +108,7 @@ async def publish_to(client: Redis, envelope: Envelope[Any], settings: Settings)
     return await wire.publish_inbound(client, envelope, maxlen=settings.stream_maxlen)
 
 
-def running_platform_url(settings: Settings, idle_ms: int = 5000) -> str | None:
+def running_platform_url(settings: Settings, idle_ms: int = 2000) -> str | None:
     """The bus of a CARS platform that is running now (its monitor reads cars.ingest), else None.
 
     A monitor consumer that polled the ingest stream within `idle_ms` counts as running.
@@ -212,7 +212,7 @@ class Platform:
         elif actor == "healer":
             handler = functools.partial(healer.handle, self.healer_deps())
             subscriptions = {
-                streams.events_stream(Area.FAILURES): frozenset({"failure.detected"}),
+                streams.events_stream(Area.FAILURES): frozenset({"failure.detected", "test.quarantined"}),
                 streams.events_stream(Area.REPAIRS): frozenset({"repair.completed"}),
                 streams.COMMANDS: healer.COMMANDS,
             }
@@ -314,6 +314,7 @@ class Platform:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.broker.stop()
+                await self._forget_consumers()
                 self.views.close()
                 self.store.close()
 
@@ -326,6 +327,23 @@ class Platform:
             if consumer.stream.startswith(streams.EVENTS_PREFIX):
                 with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
                     await client.xgroup_create(consumer.stream, consumer.group, id="0", mkstream=True)
+
+    async def _forget_consumers(self) -> None:
+        """Remove this process's consumers from their groups when they hold nothing pending, so that
+        XINFO CONSUMERS shows live processes only. A consumer with pending entries stays: deleting it
+        would drop them instead of letting another consumer reclaim them."""
+        client = self.client
+        if client is None:
+            return
+        mine = {self.settings.consumer, f"{self.settings.consumer}-reclaim"}
+        for consumer in self.consumers.values():
+            try:
+                for info in await client.xinfo_consumers(consumer.stream, consumer.group):
+                    name = wire.text(info["name"])
+                    if name in mine and int(info["pending"]) == 0:
+                        await client.xgroup_delconsumer(consumer.stream, consumer.group, name)
+            except Exception as exc:  # best effort: a leftover idle consumer is harmless
+                log.debug("could not remove consumer: %s", exc)
 
     async def register(self) -> None:
         await self.publish(Envelope(data=RegisterService(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from attrs import field, frozen, validators
 
 from contracts.catalog import Area, Kind, message
@@ -65,3 +67,4 @@ class TestQuarantined:
     test_id: str = field(validator=non_empty(MAX_ID))
     quarantine_file: str = field(validator=non_empty(MAX_ID))
     reason: str = field(default="", validator=bounded(MAX_TEXT))
+    repair_id: uuid.UUID | None = None

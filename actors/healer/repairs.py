@@ -87,6 +87,10 @@ class RepairState:
     def candidate(self, candidate_id: uuid.UUID) -> Candidate | None:
         return next((c for c in self.candidates if c.proposal.candidate_id == candidate_id), None)
 
+    def validated(self) -> HealProposed | None:
+        """The candidate validated in this round, if any."""
+        return next((c.proposal for c in self.candidates if c.verdict == "validated"), None)
+
     def next_candidate(self) -> HealProposed | None:
         """The best candidate not validated or rejected yet (None once one was validated)."""
         if self.status is not RepairStatus.VALIDATING:
@@ -182,7 +186,7 @@ def record_verdict(
         if p.quarantine:
             return [validated, TestQuarantined(
                 project=request.project, test_id=request.test_id, quarantine_file=p.files[0] if p.files else "?",
-                reason=p.explanation or "flaky",
+                reason=p.explanation or "flaky", repair_id=p.repair_id,
             )]
         return [validated, RepairCompleted(
             repair_id=p.repair_id, candidate_id=cid, project=request.project, test_id=request.test_id,
@@ -208,6 +212,11 @@ def wants_apply(state: RepairState, auto_classes: frozenset[FailureClass]) -> bo
     (`auto_apply`), else the project's policy for its class (and never when it needs approval)."""
     if state.status is RepairStatus.APPROVED:
         return True
+    if state.status is RepairStatus.QUARANTINED and state.request is not None:
+        # A quarantine skips a test in the project's runs: written when asked, or by policy for `flaky`.
+        if state.request.auto_apply is not None:
+            return state.request.auto_apply
+        return FailureClass.FLAKY in auto_classes
     if state.status is not RepairStatus.COMPLETED or state.completed is None or state.request is None:
         return False
     if state.request.auto_apply is not None:
@@ -235,7 +244,7 @@ def applied(state: RepairState, rid: uuid.UUID, files: Sequence[str], branch: st
             commit: str | None) -> list[Any]:
     if state.status is RepairStatus.APPLIED:
         return []
-    if state.status not in (RepairStatus.COMPLETED, RepairStatus.APPROVED):
+    if state.status not in (RepairStatus.COMPLETED, RepairStatus.APPROVED, RepairStatus.QUARANTINED):
         raise RepairNotReady(f"repair {rid} cannot be applied (it is {state.status.value})")
     return [RepairApplied(repair_id=rid, files=tuple(files), branch=branch, commit=commit)]
 

@@ -20,18 +20,19 @@ from attrs import frozen
 from actors.errors import Rejected
 from actors.healer import ranking, repairs
 from actors.healer.apply import Applied, apply_to_repo
+from actors.healer.strategies.flaky_quarantine import FlakyQuarantine
 from actors.healer.strategy import Proposal, Strategy
 from actors.ports import Aggregates, Clock, Tick
 from actors.projectconfig import ProjectConfig, load_project_config
 from actors.workspace import Workspace
 from contracts import Envelope, natural_id
-from contracts.failures import FailureDetected
+from contracts.failures import FailureDetected, TestQuarantined
 from contracts.repairs import ApproveRepair, RejectRepair, RepairCompleted, RequestHeal
 
 log = logging.getLogger(__name__)
 
 ROLE = "healer"
-EVENTS = frozenset({"failure.detected", "repair.completed"})
+EVENTS = frozenset({"failure.detected", "repair.completed", "test.quarantined"})
 COMMANDS = frozenset({"heal.request", "repair.approve", "repair.reject"})
 
 
@@ -48,6 +49,8 @@ async def handle(deps: HealerDeps, envelope: Envelope[Any]) -> None:
     if isinstance(data, FailureDetected):
         await _open(deps, envelope, data)
     elif isinstance(data, RepairCompleted):
+        await _maybe_apply(deps, data.repair_id, envelope)
+    elif isinstance(data, TestQuarantined) and data.repair_id is not None:
         await _maybe_apply(deps, data.repair_id, envelope)
     elif isinstance(data, ApproveRepair):
         rid = data.repair_id
@@ -100,6 +103,8 @@ def propose_all(strategies: Sequence[Strategy], failure: FailureDetected) -> lis
     workspace = Workspace(failure.repo_path, test_globs=config.test_paths)
     found: list[Proposal] = []
     for strategy in strategies:
+        if isinstance(strategy, FlakyQuarantine) and strategy.quarantine_file != config.quarantine_file:
+            strategy = FlakyQuarantine(config.quarantine_file)  # the project's own quarantine list
         if not strategy.applies(failure):
             continue
         try:
@@ -121,17 +126,17 @@ def propose_all(strategies: Sequence[Strategy], failure: FailureDetected) -> lis
 
 async def _maybe_apply(deps: HealerDeps, rid: uuid.UUID, cause: Any) -> None:
     state = repairs.fold(await deps.aggregates.history(rid))
-    if state.request is None or state.completed is None or not state.request.repo_path:
+    chosen = state.validated()
+    if state.request is None or chosen is None or not state.request.repo_path:
         return
     repo = state.request.repo_path
     config: ProjectConfig = await anyio.to_thread.run_sync(load_project_config, repo)
     if not repairs.wants_apply(state, config.auto_apply):
         return
-    completed = state.completed
     branch = f"cars/repair-{rid.hex[:8]}" if config.git_branch else None
     message = commit_message(state)
     done: Applied = await anyio.to_thread.run_sync(
-        lambda: apply_to_repo(Path(repo), completed.patch, branch=branch, message=message)
+        lambda: apply_to_repo(Path(repo), chosen.patch, branch=branch, message=message)
     )
     await deps.aggregates.execute(
         rid, cause, lambda h: repairs.applied(repairs.fold(h), rid, done.files, done.branch, done.commit)
@@ -141,7 +146,9 @@ async def _maybe_apply(deps: HealerDeps, rid: uuid.UUID, cause: Any) -> None:
 def commit_message(state: repairs.RepairState) -> str:
     """The commit message of an applied repair: what broke, what changed, and the evidence."""
     c, r = state.completed, state.request
-    assert c is not None and r is not None
+    assert r is not None
+    if c is None:  # a quarantine
+        return f"CARS: quarantine flaky test {r.test_id}\n\n{r.reason}\n\nRepair: {r.repair_id}\n"
     ev = c.evidence
     lines = [
         f"CARS: repair {r.test_id} ({c.category.value}, {c.strategy})", "",

@@ -18,7 +18,7 @@ from attrs import frozen
 from actors.errors import Rejected
 from actors.patching import PatchError, apply_patch, patch_files
 from actors.testrun import TestRun, run_tests
-from actors.validator.guardrails import SKIP_ADDED, FileChange, check_collected, check_guardrails
+from actors.validator.guardrails import NON_TEST_FILE, SKIP_ADDED, FileChange, check_collected, check_guardrails
 from actors.validator.mutation import Runner, check_mutation
 from actors.workspace import Workspace, split_test_id
 from contracts.limits import MAX_TEXT
@@ -122,8 +122,13 @@ class _Check:
     ) -> Verdict:
         changes = [FileChange(path=f, before=_text(before[f]), after=_text(after[f])) for f in before]
         violations = check_guardrails(changes, is_test_file=self.ws.is_test_file)
-        if quarantine:  # labelling a flaky test as such is what a quarantine patch does
-            violations = tuple(v for v in violations if v.rule != SKIP_ADDED)
+        if quarantine:
+            # Labelling a flaky test as such is what a quarantine does: a skip, or an entry in the
+            # quarantine list (not a test file, but no code either: only non-Python files may change).
+            allowed = {SKIP_ADDED}
+            if all(not c.path.endswith(".py") for c in changes):
+                allowed.add(NON_TEST_FILE)
+            violations = tuple(v for v in violations if v.rule not in allowed)
         self.guardrails = violations
         if violations:
             # No need to run anything: no amount of green makes up for these.

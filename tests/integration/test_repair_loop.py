@@ -201,3 +201,76 @@ async def test_an_infrastructure_failure_starts_no_heal(settings: Settings, tmp_
     result = await run_loop(settings, repo)
     assert result.failures == [] or one(result)[:2] == ("environment", "abandoned")
     assert (repo / "tests/test_db.py").read_text() == files["tests/test_db.py"]
+
+
+async def test_a_timeout_is_healed_by_raising_the_explicit_limit(settings: Settings, tmp_path: Path) -> None:
+    files = {
+        "jobs/__init__.py": "",
+        "jobs/fetch.py": (
+            "import time\n\n\ndef fetch(timeout):\n    started = time.monotonic()\n    time.sleep(0.05)\n"
+            "    if time.monotonic() - started > timeout:\n"
+            "        raise TimeoutError(f'fetch took longer than {timeout}s')\n"
+            "    return 'data'\n"
+        ),
+        "tests/test_fetch.py": "from jobs.fetch import fetch\n\n\ndef test_fetch():\n"
+                               "    assert fetch(timeout=0.2) == 'data'\n",
+    }
+    # Given a refactor that made the fetch slower than the test's explicit limit
+    repo = make_repo(tmp_path / "timeout", files, {
+        "jobs/fetch.py": files["jobs/fetch.py"].replace("time.sleep(0.05)", "time.sleep(0.3)")})
+    result = await run_loop(settings, repo)
+    category, status, strategy, applied = one(result)
+    assert (category, status, strategy) == ("timeout", "validated", "timeout")
+    assert applied  # --apply approves it
+    assert "fetch(timeout=0.2)" not in (repo / "tests/test_fetch.py").read_text()
+    assert "sleep" not in (repo / "tests/test_fetch.py").read_text()
+    assert pytest_passes(repo)
+
+
+async def test_a_module_renamed_in_a_refactor_is_healed(settings: Settings, tmp_path: Path) -> None:
+    files = {**SHOP, "tests/test_cart.py": "from shop.cart import total_price\n\n\ndef test_total():\n"
+                                          "    assert total_price([1, 2, 3]) == 6\n"}
+    repo = make_repo(tmp_path / "module", files, {"shop/cart.py": None, "shop/basket.py": SHOP["shop/cart.py"]})
+    result = await run_loop(settings, repo)
+    category, status, strategy, applied = one(result)
+    assert (category, status, strategy, applied) == ("import_error", "validated", "import_path", True)
+    assert "from shop.basket import total_price" in (repo / "tests/test_cart.py").read_text()
+    assert pytest_passes(repo)
+
+
+async def test_a_flaky_test_is_quarantined_never_healed(settings: Settings, tmp_path: Path) -> None:
+    from bus.repair_session import git_commit, submit
+    from contracts.runs import RunReported
+    from contracts.values import FailureEvidence, Outcome, TestResult
+
+    # Given a test that CI saw fail and pass on the same commit
+    repo = make_repo(tmp_path / "flaky", {
+        "tests/test_net.py": "def test_sometimes():\n    assert True\n\n\ndef test_always():\n    assert 1\n",
+    }, {"README": "x\n"})
+    commit = git_commit(repo)
+    evidence = FailureEvidence(exception_type="AssertionError", message="assert 'pending' == 'done'",
+                               file="tests/test_net.py", line=2, failing_frame="tests/test_net.py:2 in test_sometimes")
+
+    def report(run_id: str, failed: bool) -> RunReported:
+        outcome = Outcome.FAILED if failed else Outcome.PASSED
+        return RunReported(
+            project="flaky", run_id=run_id, commit=commit, repo_path=str(repo), source="ci", auto_apply=True,
+            test_cmd=f"{sys.executable} -m pytest -q -p no:cacheprovider",
+            results=(TestResult(test_id="tests/test_net.py::test_sometimes", outcome=outcome,
+                                evidence=evidence if failed else None),
+                     TestResult(test_id="tests/test_net.py::test_always", outcome=Outcome.PASSED)),
+        )
+
+    lines: list[str] = []
+    progress = lambda line: print(line, flush=True)  # noqa: E731
+    for run_id, failed in (("ci-1", True), ("ci-2", False)):
+        await submit(settings, report(run_id, failed), apply=True, timeout_s=60, progress=progress)
+    # When it fails again on that commit
+    result = await submit(settings, report("ci-3", True), apply=True, timeout_s=60, progress=progress)
+    print("\n".join(lines))
+    # Then it is classified flaky and quarantined (a labelled outcome), and the quarantine file is written
+    assert result.failures == [("tests/test_net.py::test_sometimes", "flaky")], lines
+    assert one(result)[:3] == ("flaky", "validated", "flaky_quarantine")
+    assert result.repairs[0].detail.startswith("quarantined")
+    assert "tests/test_net.py::test_sometimes" in (repo / ".cars-quarantine").read_text()
+    assert (repo / "tests/test_net.py").read_text().startswith("def test_sometimes():\n    assert True")

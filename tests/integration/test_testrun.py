@@ -199,3 +199,16 @@ def test_log_tail_is_bounded(tmp_path: Path) -> None:
     # Then only the tail is kept
     assert run.exit_code == 0
     assert run.log_tail.endswith("END") and len(run.log_tail) <= 8 * 1024
+
+
+def test_tests_listed_in_the_quarantine_file_are_skipped_with_a_label(tmp_path: Path) -> None:
+    # Given a project whose flaky test CARS quarantined
+    (tmp_path / "test_q.py").write_text("def test_flaky():\n    assert False\n\n\ndef test_fine():\n    assert True\n")
+    (tmp_path / ".cars-quarantine").write_text("test_q.py::test_flaky  # flaky (fingerprint abc)\n")
+    # When its tests run with the CARS plugin
+    run = run_tests(tmp_path, f"{sys.executable} -m pytest -q -p no:cacheprovider", timeout_s=120,
+                    env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    # Then the quarantined test is skipped and the others run
+    outcomes = {r.test_id: r.outcome.value for r in run.results}
+    assert outcomes == {"test_q.py::test_flaky": "skipped", "test_q.py::test_fine": "passed"}
+    assert run.exit_code == 0

@@ -15,6 +15,11 @@ two sides of a failed comparison, the fixtures available to the test (setup erro
 with a ``page`` fixture the page HTML and the selector the failing call used. Collection errors (an
 ImportError in a test module) are reported as an ``error`` result whose test id is the module's path.
 
+Quarantine: whenever the plugin is loaded (with or without a report), the tests listed in the project's
+quarantine file (``.cars-quarantine`` at the rootdir, or ``CARS_QUARANTINE_FILE``; one test id per line,
+``#`` comments) are skipped with the reason "quarantined by CARS". Load the plugin in CI
+(``-p cars_pytest``) for the quarantine CARS writes to take effect there too.
+
 Nothing here may break the user's test run: evidence gathering never raises.
 """
 
@@ -397,6 +402,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def quarantined_ids(text: str) -> set[str]:
+    """The test ids a quarantine file lists (comments and blank lines ignored)."""
+    ids = set()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            ids.add(line)
+    return ids
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    name = os.environ.get("CARS_QUARANTINE_FILE") or ".cars-quarantine"
+    path = os.path.join(str(config.rootpath), name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            listed = quarantined_ids(f.read(1024 * 1024))
+    except OSError:
+        return
+    for item in items:
+        if item.nodeid in listed or item.nodeid.split("[", 1)[0] in listed:
+            item.add_marker(pytest.mark.skip(reason="quarantined by CARS (flaky): see " + name))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("cars_report", None) or os.environ.get("CARS_REPORT")
     if not path:
@@ -406,4 +434,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(config, str(path)), "cars-recorder")
 
 
-__all__ = ["FORMAT", "VERSION", "pytest_addoption", "pytest_configure"]
+__all__ = [
+    "FORMAT", "VERSION", "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "quarantined_ids",
+]
