@@ -90,14 +90,16 @@ def test_malformed_messages_are_dead_lettered_with_a_reason_and_the_stream_keeps
 
     # Then the valid one is still processed: the stream keeps flowing
     platform.wait_for_service("after-poison")
-    # And the registry's group has dead-lettered every poison message in cars.dlq (redis-cli XRANGE)
-    def registry_letters() -> dict[str, tuple[str, dict[str, str]]]:
-        letters = {f["original_id"]: (i, f) for i, f in bus.xrange("cars.dlq") if f["group"] == "registry"}
+    # And every poison message is dead-lettered in cars.dlq exactly once (redis-cli XRANGE), by whichever
+    # of the groups reading cars.commands saw it first
+    def poison_letters() -> dict[str, tuple[str, dict[str, str]]]:
+        letters = {f["original_id"]: (i, f) for i, f in bus.xrange("cars.dlq")}
         return letters if len(letters) == len(poison) else {}
 
-    by_origin = eventually(registry_letters, "the registry has dead-lettered every poison message",
+    by_origin = eventually(poison_letters, "every poison message is dead-lettered",
                            details=platform.process.describe)
     assert set(by_origin) == set(poison)
+    assert len(bus.xrange("cars.dlq")) == len(poison)  # once each, not once per group
     # ... saying where and why each failed
     for original_id, needle in poison.items():
         _, fields = by_origin[original_id]
@@ -122,7 +124,7 @@ def test_malformed_messages_are_dead_lettered_with_a_reason_and_the_stream_keeps
     assert [line.split()[0] for line in lines] == [dlq_id for dlq_id, _ in letters]
     for dlq_id, _ in by_origin.values():
         [line] = [line for line in lines if line.startswith(dlq_id)]
-        assert "cars.commands/registry" in line and "deliveries=1" in line and "invalid message" in line, line
+        assert "cars.commands/" in line and "deliveries=1" in line and "invalid message" in line, line
     assert f"{len(letters)} dead letter(s)" in listed.stderr
     # ... and as JSON lines
     as_json = [json.loads(line) for line in cars_on_redis.ok("dlq", "list", "--json").splitlines()]
