@@ -67,6 +67,16 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> str:
+        marker = self.dir / "url"
+        if marker.exists():
+            other = marker.read_text().strip()
+            port = int(other.rsplit(":", 1)[1].split("/", 1)[0]) if other.count(":") >= 2 else 0
+            if port and not port_free(port):
+                # Two servers in one folder would write one append-only file: refuse.
+                raise EmbeddedRedisError(
+                    f"a `cars up` is already running with this CARS_HOME ({self.dir.parent}) on {other}; "
+                    "stop it, or use another CARS_HOME"
+                )
         if not port_free(self.port):
             raise EmbeddedRedisError(
                 f"port {self.port} on 127.0.0.1 is in use; set CARS_EMBEDDED_REDIS_PORT to a free port, "

@@ -15,7 +15,7 @@ import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from actors.healer import repairs
 from actors.projectconfig import load_project_config
 from actors.testrun import run_tests
 from bus import runtime
+from bus.embedded import running_bus_url
 from bus.settings import Settings
 from bus.store import EventStore
 from contracts import Envelope
@@ -152,7 +153,7 @@ async def _platform(settings: Settings, progress: Callable[[str], None]) -> Asyn
     progress("no CARS platform is running: starting one in this process")
     platform = runtime.Platform(settings=settings, actors=runtime.ACTORS, role="repair", api=False, relay=True,
                                 projections=True, quiet=True)
-    with runtime.bus_url(settings) as bus:
+    with _reachable_bus(settings) as bus:
         async with platform.started(bus), anyio.create_task_group() as tg:
             tg.start_soon(platform.serve, None)
             assert platform.store is not None
@@ -160,6 +161,26 @@ async def _platform(settings: Settings, progress: Callable[[str], None]) -> Asyn
                 yield await platform.redis(), platform.store
             finally:
                 tg.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def _reachable_bus(settings: Settings) -> Iterator[str]:
+    """A bus that answers already (REDIS_URL, or the embedded Redis of a `cars up` on this CARS_HOME),
+    else an embedded one started for the session."""
+    import redis
+
+    try:
+        url = running_bus_url(settings)
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (RuntimeError, redis.RedisError):
+        with runtime.bus_url(settings) as started:
+            yield started
+        return
+    yield url
 
 
 async def _read_new(store: EventStore, after: int, tracker: _Tracker, progress: Callable[[str], None]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import socket
@@ -108,10 +109,12 @@ async def publish_to(client: Redis, envelope: Envelope[Any], settings: Settings)
     return await wire.publish_inbound(client, envelope, maxlen=settings.stream_maxlen)
 
 
-def running_platform_url(settings: Settings, idle_ms: int = 2000) -> str | None:
-    """The bus of a CARS platform that is running now (its monitor reads cars.ingest), else None.
+def running_platform_url(settings: Settings, needs: Sequence[str] = ("monitor", "healer", "validator",
+                                                                    "provisioner")) -> str | None:
+    """The bus of a CARS platform that is running now and runs every actor in `needs`, else None.
 
-    A monitor consumer that polled the ingest stream within `idle_ms` counts as running.
+    Live platforms keep a presence key (`streams.PRESENCE_PREFIX` + consumer name) with a TTL of three
+    heartbeats; a process that died stops refreshing it, and a clean exit deletes it.
     """
     import redis
 
@@ -121,12 +124,16 @@ def running_platform_url(settings: Settings, idle_ms: int = 2000) -> str | None:
         return None
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
-        consumers = client.xinfo_consumers(streams.INGEST, "monitor")
-    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
-        return None  # no such stream or group yet, or nothing listening
+        running: set[str] = set()
+        for key in client.scan_iter(match=streams.PRESENCE_PREFIX + "*", count=100):
+            value = client.get(key)
+            if value:
+                running.update(json.loads(value).get("actors", []))
+    except (redis.RedisError, ValueError):
+        return None
     finally:
         client.close()
-    return url if any(int(c.get("idle", idle_ms)) < idle_ms for c in consumers) else None
+    return url if set(needs) <= running else None
 
 
 class _Server(uvicorn.Server):
@@ -345,7 +352,14 @@ class Platform:
             except Exception as exc:  # best effort: a leftover idle consumer is harmless
                 log.debug("could not remove consumer: %s", exc)
 
+    async def mark_present(self) -> None:
+        """Refresh this process's presence key (see `running_platform_url`)."""
+        key = streams.PRESENCE_PREFIX + self.settings.consumer
+        value = json.dumps({"actors": list(self.actors), "role": self.role, "pid": os.getpid()})
+        await (await self.redis()).set(key, value, ex=max(int(self.settings.heartbeat_s * 3), 5))
+
     async def register(self) -> None:
+        await self.mark_present()
         await self.publish(Envelope(data=RegisterService(
             instance=self.settings.consumer, role=self.role, version=cars_version(), actors=tuple(self.actors),
             host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
@@ -355,11 +369,14 @@ class Platform:
         while True:
             await anyio.sleep(self.settings.heartbeat_s)
             try:
+                await self.mark_present()
                 await self.publish(Envelope(data=Heartbeat(instance=self.settings.consumer)))
             except Exception as exc:  # Redis down: keep beating, the sweep decides what it means
                 log.warning("heartbeat not sent: %s", exc)
 
     async def deregister(self) -> None:
+        with contextlib.suppress(Exception):
+            await (await self.redis()).delete(streams.PRESENCE_PREFIX + self.settings.consumer)
         with contextlib.suppress(Exception):
             await self.publish(Envelope(data=DeregisterService(instance=self.settings.consumer)))
 

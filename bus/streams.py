@@ -18,6 +18,8 @@ TRACE_FIELDS = ("traceparent", "tracestate")
 POSITION_FIELD = "position"
 
 RELAY_POSITION_KEY = "cars:relay:position"
+# A running platform's presence: PRESENCE_PREFIX + consumer name -> {"actors": [...]}, with a TTL.
+PRESENCE_PREFIX = "cars:presence:"
 
 
 def events_stream(area: Area) -> str:
