@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from redis.asyncio import Redis
 
 from actors.healer import repairs
@@ -89,22 +89,73 @@ def git_commit(path: Path) -> str | None:
     return done.stdout.decode().strip() or None if done.returncode == 0 else None
 
 
+MAX_ROUNDS = 3
+
+
 async def repair(
     settings: Settings, path: Path, *, test_cmd: str | None, project: str | None, apply: bool,
     timeout_s: float, progress: Callable[[str], None],
 ) -> SessionResult:
-    """Run the tests of the project at `path` (absolute), then `submit` their report."""
+    """Run the tests of the project at `path` (absolute), then `submit` their report.
+
+    With `apply`, the tests run again after the repairs are written: a repair whose test still fails
+    then is reported `rejected` (it was validated alone, but not together with the others), and
+    failures that were hidden before (a module that could not be collected hides its tests) are
+    repaired in another round, up to MAX_ROUNDS.
+    """
     config = await anyio.to_thread.run_sync(load_project_config, path)
     cmd = test_cmd or config.test_cmd
-    progress(f"running `{cmd}` in {path}")
-    run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
-    progress(f"{len(run.results)} results, {len(run.failed())} failing (exit code {run.exit_code})")
-    report = RunReported(
-        project=project or path.name, run_id=f"repair-{uuid.uuid4().hex[:12]}", results=run.results,
-        commit=await anyio.to_thread.run_sync(git_commit, path), repo_path=str(path), test_cmd=cmd,
-        source="cars repair", auto_apply=apply,
+    name = project or path.name
+    commit = await anyio.to_thread.run_sync(git_commit, path)
+    deadline = time.monotonic() + timeout_s
+    tried: set[str] = set()
+    results: list[SessionResult] = []
+    for round_no in range(1, MAX_ROUNDS + 1):
+        progress(f"running `{cmd}` in {path}" + (f" (round {round_no})" if round_no > 1 else ""))
+        run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
+        failing = {r.test_id for r in run.failed()}
+        progress(f"{len(run.results)} results, {len(failing)} failing (exit code {run.exit_code})")
+        if results:
+            results[-1] = _verified(results[-1], failing)
+            if not failing - tried:
+                break  # nothing CARS has not tried already
+        # Later rounds look only at failures not tried yet; the rest were reported in earlier rounds.
+        report = RunReported(
+            project=name, run_id=f"repair-{uuid.uuid4().hex[:12]}", commit=commit, repo_path=str(path),
+            test_cmd=cmd, source="cars repair", auto_apply=apply,
+            results=tuple(r for r in run.results if r.test_id not in tried),
+        )
+        tried |= failing
+        left = max(deadline - time.monotonic(), 1.0)
+        results.append(await submit(settings, report, apply=apply, timeout_s=left, progress=progress))
+        if not apply or not any(r.applied for r in results[-1].repairs) or results[-1].timed_out:
+            break
+    else:
+        run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
+        results[-1] = _verified(results[-1], {r.test_id for r in run.failed()})
+    return _merged(results)
+
+
+def _verified(result: SessionResult, failing: set[str]) -> SessionResult:
+    """`result` with every applied repair whose test still fails after applying marked rejected."""
+    def still_failing(test_id: str) -> bool:
+        return any(f == test_id or f.startswith(test_id + "::") for f in failing)
+
+    repairs_ = [
+        evolve(r, status="rejected", detail="validated alone, but still failing once every repair was applied")
+        if r.applied and r.status == "validated" and still_failing(r.test_id) else r
+        for r in result.repairs
+    ]
+    return evolve(result, repairs=repairs_)
+
+
+def _merged(results: list[SessionResult]) -> SessionResult:
+    first = results[0]
+    return SessionResult(
+        results=first.results, run_id=first.run_id,
+        failures=[f for r in results for f in r.failures], repairs=[x for r in results for x in r.repairs],
+        storm=next((r.storm for r in results if r.storm), None), timed_out=any(r.timed_out for r in results),
     )
-    return await submit(settings, report, apply=apply, timeout_s=timeout_s, progress=progress)
 
 
 async def submit(

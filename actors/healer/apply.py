@@ -38,7 +38,7 @@ def apply_to_repo(repo: str | Path, patch: str, *, branch: str | None = None, me
         except PatchError:
             if _already_applied(root, patch):  # a redelivery after the write, before it was recorded
                 return Applied(files=tuple(patch_files(patch)))
-            raise
+            return Applied(files=tuple(_apply_hunks(root, patch)))
         return Applied(files=tuple(apply_patch(root, patch)))
     with tempfile.TemporaryDirectory(prefix="cars-index-") as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
@@ -52,6 +52,50 @@ def apply_to_repo(repo: str | Path, patch: str, *, branch: str | None = None, me
         _git(root, ["branch", "--force", branch, commit], env)
 
     return Applied(files=tuple(patch_files(patch)), branch=branch, commit=commit)
+
+
+def split_hunks(patch: str) -> list[str]:
+    """One single-hunk patch (with its file header) per hunk of `patch`."""
+    pieces: list[str] = []
+    header: list[str] = []
+    hunk: list[str] = []
+    for line in patch.splitlines(keepends=True):
+        if line.startswith("diff --git "):
+            if hunk:
+                pieces.append("".join(header + hunk))
+            header, hunk = [line], []
+        elif line.startswith("@@"):
+            if hunk:
+                pieces.append("".join(header + hunk))
+            hunk = [line]
+        elif hunk:
+            hunk.append(line)
+        else:
+            header.append(line)
+    if hunk:
+        pieces.append("".join(header + hunk))
+    return pieces
+
+
+def _apply_hunks(root: Path, patch: str) -> list[str]:
+    """Apply a patch whose file moved on since it was validated, hunk by hunk: a hunk another repair
+    already made (several repairs of one test file often make the same import change) is skipped;
+    any other hunk must apply cleanly, or nothing is written."""
+    hunks = split_hunks(patch)
+    todo = []
+    for piece in hunks:
+        try:
+            apply_patch(root, piece, check_only=True)
+            todo.append(piece)
+        except PatchError:
+            if not _already_applied(root, piece):
+                raise PatchError(
+                    "the patch no longer applies: the file changed since it was validated, in the same lines"
+                ) from None
+    # Checked one by one against the same tree, so apply them together, as one patch, atomically.
+    if todo:
+        apply_patch(root, "".join(todo))
+    return patch_files(patch)
 
 
 def _already_applied(root: Path, patch: str) -> bool:

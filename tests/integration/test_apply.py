@@ -108,3 +108,28 @@ def test_a_bad_project_config_names_the_file_and_the_key(tmp_path: Path, text: s
     with pytest.raises(ProjectConfigError) as err:
         load_project_config(tmp_path)
     assert expected in str(err.value) and "pyproject.toml" in str(err.value)
+
+
+def test_repairs_of_one_file_apply_one_after_another_sharing_an_identical_change(tmp_path: Path) -> None:
+    # Given two repairs validated against the same file: both rewrite the import, each fixes its own test
+    lines = [f"line{i}\n" for i in range(40)]
+    original = "".join(lines)
+    (tmp_path / "test_x.py").write_text(original)
+
+    def repair(at: int, text: str) -> str:
+        changed = lines.copy()
+        changed[1], changed[at] = "from shop.v2 import cart\n", text
+        return make_patch([FileEdit(path="test_x.py", before=original, after="".join(changed))])
+
+    first, second = repair(10, "fix A\n"), repair(30, "fix B\n")
+    # When both are applied in turn
+    apply_to_repo(tmp_path, first)
+    apply_to_repo(tmp_path, second)
+    # Then the shared change is made once and both fixes are in
+    result = (tmp_path / "test_x.py").read_text().splitlines()
+    assert (result[1], result[10], result[30]) == ("from shop.v2 import cart", "fix A", "fix B")
+    assert result.count("from shop.v2 import cart") == 1
+    # And a third repair that changes one of the same lines differently is refused, writing nothing
+    with pytest.raises(PatchError, match="changed since it was validated"):
+        apply_to_repo(tmp_path, repair(10, "fix C\n"))
+    assert (tmp_path / "test_x.py").read_text().splitlines()[10] == "fix A"

@@ -274,3 +274,23 @@ async def test_a_flaky_test_is_quarantined_never_healed(settings: Settings, tmp_
     assert result.repairs[0].detail.startswith("quarantined")
     assert "tests/test_net.py::test_sometimes" in (repo / ".cars-quarantine").read_text()
     assert (repo / "tests/test_net.py").read_text().startswith("def test_sometimes():\n    assert True")
+
+
+async def test_failures_hidden_by_a_collection_error_are_repaired_in_a_second_round(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Given a rename that breaks one module at import (pytest stops at the collection error, hiding
+    # the rest) and another module's test at run time
+    files = {**SHOP,
+             "tests/test_a.py": "from shop.cart import total_price\n\n\ndef test_a():\n"
+                                "    assert total_price([2]) == 2\n",
+             "tests/test_b.py": "from shop import cart\n\n\ndef test_b():\n    assert cart.total_price([3]) == 3\n"}
+    repo = make_repo(tmp_path / "hidden", files, {
+        "shop/cart.py": SHOP["shop/cart.py"].replace("total_price", "cart_total")})
+    # When the loop runs with --apply
+    result = await run_loop(settings, repo)
+    # Then both are found and repaired, in two rounds, and the whole suite passes
+    ids = {test_id for test_id, _ in result.failures}
+    assert "tests/test_a.py" in ids and "tests/test_b.py::test_b" in ids, result.to_json()
+    assert all(r.status == "validated" and r.applied for r in result.repairs), result.to_json()
+    assert pytest_passes(repo)
