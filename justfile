@@ -54,3 +54,7 @@ bench: setup
 lint: setup
     {{venv}}/bin/ruff check contracts bus actors projections tests bench
     {{venv}}/bin/mypy
+
+# Heal benchmark: real projects broken by source refactors, healed by `cars repair` (e.g. `just heal-bench --only tinydb`)
+heal-bench *ARGS: setup
+    {{py}} bench/heal/run.py {{ARGS}}
