@@ -37,6 +37,7 @@ from contracts.repairs import ApproveRepair
 from contracts.runs import RunRecorded, RunReported, StormDetected
 
 APPROVER = "cars repair --apply"
+REPROPOSING = "proposing again against the current files"  # the healer's words, actors/healer/router.py
 
 
 @frozen(kw_only=True)
@@ -81,7 +82,7 @@ class _Tracker:
     recorded: bool = False
     storm: str | None = None
     failures: dict[str, FailureDetected] = field(factory=dict)  # failure event id -> failure
-    approved: set[uuid.UUID] = field(factory=set)
+    approved: set[uuid.UUID] = field(factory=set)  # candidate ids approved by this session
 
 
 def git_commit(path: Path) -> str | None:
@@ -128,7 +129,11 @@ async def repair(
         tried |= failing
         left = max(deadline - time.monotonic(), 1.0)
         results.append(await submit(settings, report, apply=apply, timeout_s=left, progress=progress))
-        if not apply or not any(r.applied for r in results[-1].repairs) or results[-1].timed_out:
+        if not apply or not any(r.applied for r in results[-1].repairs):
+            break
+        if results[-1].timed_out:
+            run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
+            results[-1] = _verified(results[-1], {r.test_id for r in run.failed()})
             break
     else:
         run = await anyio.to_thread.run_sync(lambda: run_tests(path, cmd, timeout_s=timeout_s))
@@ -277,15 +282,20 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
         if state.status in (repairs.RepairStatus.COMPLETED, repairs.RepairStatus.APPROVED):
             if not apply:
                 continue
-            rid = state.completed.repair_id if state.completed else None
-            if rid is not None and rid not in tracker.approved and state.status is repairs.RepairStatus.COMPLETED:
+            done = state.completed
+            if done is not None and done.candidate_id not in tracker.approved \
+                    and state.status is repairs.RepairStatus.COMPLETED:
                 await runtime.publish_to(client, Envelope(
-                    data=ApproveRepair(repair_id=rid, by=APPROVER), correlation_id=tracker.run_id), settings)
-                tracker.approved.add(rid)
+                    data=ApproveRepair(repair_id=done.repair_id, by=APPROVER), correlation_id=tracker.run_id),
+                    settings)
+                tracker.approved.add(done.candidate_id)
                 progress(f"  approving {failure.test_id} (--apply)")
             return None
         if not handled:
             return None  # the healer has not seen this report yet (it reopens finished repairs)
+        if state.status is repairs.RepairStatus.REJECTED and (state.rejected_reason or "").endswith(
+                REPROPOSING):
+            return None  # a patch that no longer applied: the healer is proposing again
         if apply and state.status is repairs.RepairStatus.QUARANTINED:
             return None  # validated quarantine: the healer writes it next
     return await _outcomes(store, tracker, final=False, apply=apply)
@@ -306,7 +316,12 @@ def _outcome(failure: FailureDetected, state: repairs.RepairState, *, timed_out:
         return RepairOutcome(test_id=failure.test_id, category=category, status="abandoned", strategy=None,
                              confidence=None, patch=None, applied=False, detail=repairs.UNREPAIRABLE[failure.category])
     validated = [c.proposal for c in state.candidates if c.verdict == "validated"]
-    if validated and state.status is not repairs.RepairStatus.REJECTED:
+    if validated and state.status is repairs.RepairStatus.REJECTED:
+        p = validated[0]
+        return RepairOutcome(test_id=failure.test_id, category=category, status="rejected", strategy=p.strategy,
+                             confidence=p.confidence, patch=p.patch, applied=False,
+                             detail=f"rejected by {state.rejected_reason}")
+    if validated:
         p = validated[0]
         return RepairOutcome(
             test_id=failure.test_id, category=category, status="validated", strategy=p.strategy,

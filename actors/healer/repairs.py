@@ -83,6 +83,7 @@ class RepairState:
     completed: RepairCompleted | None = None
     approved_by: str | None = None
     applied: RepairApplied | None = None
+    rejected_reason: str | None = None
 
     def candidate(self, candidate_id: uuid.UUID) -> Candidate | None:
         return next((c for c in self.candidates if c.proposal.candidate_id == candidate_id), None)
@@ -132,7 +133,7 @@ def fold(history: Sequence[Envelope[Any]]) -> RepairState:
         elif isinstance(e, RepairApproved):
             state = evolve(state, status=RepairStatus.APPROVED, approved_by=e.by)
         elif isinstance(e, RepairRejected):
-            state = evolve(state, status=RepairStatus.REJECTED)
+            state = evolve(state, status=RepairStatus.REJECTED, rejected_reason=f"{e.by}: {e.reason}")
         elif isinstance(e, RepairApplied):
             state = evolve(state, status=RepairStatus.APPLIED, applied=e)
     return state

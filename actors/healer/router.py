@@ -22,6 +22,7 @@ from actors.healer import ranking, repairs
 from actors.healer.apply import Applied, apply_to_repo
 from actors.healer.strategies.flaky_quarantine import FlakyQuarantine
 from actors.healer.strategy import Proposal, Strategy
+from actors.patching import PatchError
 from actors.ports import Aggregates, Clock, Tick
 from actors.projectconfig import ProjectConfig, load_project_config
 from actors.workspace import Workspace
@@ -32,6 +33,7 @@ from contracts.repairs import ApproveRepair, RejectRepair, RepairCompleted, Requ
 log = logging.getLogger(__name__)
 
 ROLE = "healer"
+MAX_ROUNDS = 3  # proposals per repair when applying keeps conflicting with the project's files
 EVENTS = frozenset({"failure.detected", "repair.completed", "test.quarantined"})
 COMMANDS = frozenset({"heal.request", "repair.approve", "repair.reject"})
 
@@ -65,7 +67,7 @@ async def handle(deps: HealerDeps, envelope: Envelope[Any]) -> None:
         await _request(deps, envelope, data)
 
 
-async def _open(deps: HealerDeps, envelope: Envelope[Any], failure: FailureDetected) -> None:
+async def _open(deps: HealerDeps, envelope: Any, failure: FailureDetected) -> None:
     rid = repairs.repair_id(failure.project, failure.fingerprint)
     state = repairs.fold(await deps.aggregates.history(rid))
     if state.status in repairs.OPEN:
@@ -135,12 +137,38 @@ async def _maybe_apply(deps: HealerDeps, rid: uuid.UUID, cause: Any) -> None:
         return
     branch = f"cars/repair-{rid.hex[:8]}" if config.git_branch else None
     message = commit_message(state)
-    done: Applied = await anyio.to_thread.run_sync(
-        lambda: apply_to_repo(Path(repo), chosen.patch, branch=branch, message=message)
-    )
+    try:
+        done: Applied = await anyio.to_thread.run_sync(
+            lambda: apply_to_repo(Path(repo), chosen.patch, branch=branch, message=message)
+        )
+    except PatchError as exc:
+        await _conflict(deps, state, rid, str(exc))
+        return
     await deps.aggregates.execute(
         rid, cause, lambda h: repairs.applied(repairs.fold(h), rid, done.files, done.branch, done.commit)
     )
+
+
+async def _conflict(deps: HealerDeps, state: repairs.RepairState, rid: uuid.UUID, error: str) -> None:
+    """A validated patch no longer applies: the files changed since (often another repair of the same
+    test file was applied first). Record that honestly, then propose again against the current files,
+    a bounded number of times."""
+    if state.status not in (repairs.RepairStatus.COMPLETED, repairs.RepairStatus.APPROVED):
+        log.warning("repair %s cannot be applied (%s) and is %s", rid, error, state.status.value)
+        return
+    again = state.round < MAX_ROUNDS
+    reason = f"validated, but the patch no longer applies to the project: {error}" + (
+        "; proposing again against the current files" if again else "")
+    cause = Tick(id=natural_id("apply-conflict", rid, state.round))
+    await deps.aggregates.execute(rid, cause, lambda h: repairs.reject(repairs.fold(h), rid, reason, "cars"))
+    if again and state.request is not None:
+        r = state.request
+        failure = FailureDetected(
+            project=r.project, test_id=r.test_id, run_id=r.run_id or "cars", fingerprint=r.fingerprint,
+            category=r.category, reason=r.reason, evidence=r.evidence, commit=r.commit, repo_path=r.repo_path,
+            test_cmd=r.test_cmd, auto_apply=r.auto_apply,
+        )
+        await _open(deps, Tick(id=natural_id("repropose", rid, state.round)), failure)
 
 
 def commit_message(state: repairs.RepairState) -> str:

@@ -294,3 +294,25 @@ async def test_failures_hidden_by_a_collection_error_are_repaired_in_a_second_ro
     assert "tests/test_a.py" in ids and "tests/test_b.py::test_b" in ids, result.to_json()
     assert all(r.status == "validated" and r.applied for r in result.repairs), result.to_json()
     assert pytest_passes(repo)
+
+
+async def test_repairs_whose_patches_overlap_are_proposed_again_and_all_applied(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Given a fixture rename that breaks three adjacent tests of one file: their validated patches
+    # overlap, so once the first is applied the others no longer apply as validated
+    files = {
+        "tests/conftest.py": "import pytest\n\n\n@pytest.fixture\ndef storage():\n    return {}\n",
+        "tests/test_store.py": "".join(
+            f"def test_{n}(storage):\n    storage['{n}'] = 1\n    assert storage == {{'{n}': 1}}\n\n\n"
+            for n in ("a", "b", "c")),
+    }
+    repo = make_repo(tmp_path / "overlap", files, {
+        "tests/conftest.py": files["tests/conftest.py"].replace("def storage()", "def memory_storage()")})
+    # When the loop runs with --apply
+    result = await run_loop(settings, repo)
+    # Then every test is repaired (some in a second proposal), nothing is claimed that is not true,
+    # and the suite passes
+    assert {r.status for r in result.repairs} == {"validated"}, result.to_json()
+    assert all(r.applied for r in result.repairs)
+    assert pytest_passes(repo)
