@@ -109,7 +109,8 @@ async def repair(
     name = project or path.name
     commit = await anyio.to_thread.run_sync(git_commit, path)
     deadline = time.monotonic() + timeout_s
-    tried: set[str] = set()
+    attempts: dict[str, int] = {}
+    hopeless: set[str] = set()  # no strategy had anything to propose: another round changes nothing
     results: list[SessionResult] = []
     for round_no in range(1, MAX_ROUNDS + 1):
         progress(f"running `{cmd}` in {path}" + (f" (round {round_no})" if round_no > 1 else ""))
@@ -118,17 +119,21 @@ async def repair(
         progress(f"{len(run.results)} results, {len(failing)} failing (exit code {run.exit_code})")
         if results:
             results[-1] = _verified(results[-1], failing)
-            if not failing - tried:
-                break  # nothing CARS has not tried already
-        # Later rounds look only at failures not tried yet; the rest were reported in earlier rounds.
+        # A failure gets another round when the tree changed under it (other repairs were applied, or
+        # a module that could not be collected hid it), at most twice.
+        eligible = {t for t in failing if attempts.get(t, 0) < 2 and t not in hopeless}
+        if results and not eligible:
+            break
         report = RunReported(
             project=name, run_id=f"repair-{uuid.uuid4().hex[:12]}", commit=commit, repo_path=str(path),
             test_cmd=cmd, source="cars repair", auto_apply=apply,
-            results=tuple(r for r in run.results if r.test_id not in tried),
+            results=tuple(r for r in run.results if r.test_id not in failing or r.test_id in eligible),
         )
-        tried |= failing
+        for test_id in eligible:
+            attempts[test_id] = attempts.get(test_id, 0) + 1
         left = max(deadline - time.monotonic(), 1.0)
         results.append(await submit(settings, report, apply=apply, timeout_s=left, progress=progress))
+        hopeless |= {r.test_id for r in results[-1].repairs if r.strategy is None}
         if not apply or not any(r.applied for r in results[-1].repairs):
             break
         if results[-1].timed_out:
@@ -155,10 +160,17 @@ def _verified(result: SessionResult, failing: set[str]) -> SessionResult:
 
 
 def _merged(results: list[SessionResult]) -> SessionResult:
+    """One result for all rounds: each test once, with its latest round's outcome."""
     first = results[0]
+    failures = {test_id: (test_id, category) for r in results for test_id, category in r.failures}
+    latest = {x.test_id: x for r in results for x in r.repairs}
+    # A repair applied in an earlier round stays applied, whatever a later round says of its test.
+    for r in results:
+        for x in r.repairs:
+            if x.applied and not latest[x.test_id].applied and latest[x.test_id].status != "validated":
+                latest[x.test_id] = x
     return SessionResult(
-        results=first.results, run_id=first.run_id,
-        failures=[f for r in results for f in r.failures], repairs=[x for r in results for x in r.repairs],
+        results=first.results, run_id=first.run_id, failures=list(failures.values()), repairs=list(latest.values()),
         storm=next((r.storm for r in results if r.storm), None), timed_out=any(r.timed_out for r in results),
     )
 
@@ -283,7 +295,8 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
             if not apply:
                 continue
             done = state.completed
-            if done is not None and done.candidate_id not in tracker.approved \
+            applies_itself = state.request is not None and state.request.auto_apply is True
+            if done is not None and not applies_itself and done.candidate_id not in tracker.approved \
                     and state.status is repairs.RepairStatus.COMPLETED:
                 await runtime.publish_to(client, Envelope(
                     data=ApproveRepair(repair_id=done.repair_id, by=APPROVER), correlation_id=tracker.run_id),
