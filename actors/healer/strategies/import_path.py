@@ -64,7 +64,9 @@ class ImportPath:
             for mod, base in targets:
                 if mod.name == old or workspace.is_test_file(mod.path):
                     continue
-                edit = edit_test_file(workspace, path, source, rewrite_import_from(source, old, mod.name, {name}))
+                # Names that left `old` together (Python reports only the first it misses) move together.
+                moving = {name} | _also_moved(source, index, old, mod)
+                edit = edit_test_file(workspace, path, source, rewrite_import_from(source, old, mod.name, moving))
                 if edit is None:
                     continue
                 confidence = 0.9 if mod.name in moved_to else base + 0.1 * similarity(old, mod.name)
@@ -86,6 +88,18 @@ class ImportPath:
                             strategy=self.name, confidence=confidence, edits=(edit,),
                             explanation=f"module `{old}` no longer exists; {why}",
                         )
+
+
+def _also_moved(source: str, index: PyIndex, old: str, new: ModuleInfo) -> set[str]:
+    """Other names the source imports from `old` that `old` no longer provides and `new` does."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    previous = index.module(old)
+    names = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0
+             and node.module == old for a in node.names if a.name != "*"}
+    return {n for n in names if new.exports(n) and (previous is None or not previous.exports(n))}
 
 
 def _module_candidates(

@@ -120,3 +120,24 @@ def test_a_failing_import_in_a_source_file_is_never_edited(tmp_path: Path) -> No
 def test_other_categories_do_not_apply() -> None:
     failure = make_failure(FailureClass.TIMEOUT, "tests/test_x.py::test_y", message=_cannot_import("A", "b"))
     assert not ImportPath().applies(failure)
+
+
+def test_names_that_moved_together_are_moved_together(tmp_path: Path) -> None:
+    # Given freeze and FrozenDict moved from shop.utils to shop.frozen; LRUCache stayed. Python names
+    # only the first missing name.
+    source = "from shop.utils import LRUCache, freeze, FrozenDict\n\n\ndef test_freeze():\n    assert freeze\n"
+    ws = make_workspace(tmp_path, {
+        "shop/__init__.py": "",
+        "shop/utils.py": "class LRUCache:\n    pass\n",
+        "shop/frozen.py": "def freeze(x):\n    return x\n\n\nclass FrozenDict(dict):\n    pass\n",
+        "tests/test_utils.py": source,
+    })
+    failure = make_failure(FailureClass.RENAMED_SYMBOL, "tests/test_utils.py",
+                           message=_cannot_import("freeze", "shop.utils"))
+    # When the strategy proposes
+    [proposal] = ImportPath().propose(failure, ws)
+    # Then both moved names come from shop.frozen, and LRUCache stays
+    text = apply(ws, proposal)["tests/test_utils.py"]
+    imports = sorted(line for line in text.splitlines() if line.startswith("from "))
+    assert len(imports) == 2 and imports[1] == "from shop.utils import LRUCache"
+    assert set(imports[0].removeprefix("from shop.frozen import ").split(", ")) == {"freeze", "FrozenDict"}
