@@ -20,7 +20,7 @@ from projections.db import ViewDB
 from projections.heals import list_repairs, repair_candidates
 from projections.runner import ProjectionRunner
 from projections.views import default_views
-from tests.integration.test_api import entries_of, http, make_deps
+from tests.integration.test_api import MAX_BODY, entries_of, http, make_deps
 from tests.integration.test_heals_view import write_history
 
 JUNIT = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -118,3 +118,11 @@ async def test_approve_sends_repair_approve(api: httpx.AsyncClient, bus: aioredi
     sent = json.loads(fields["message"])
     assert (sent["type"], sent["data"]["repair_id"], sent["data"]["by"]) == ("repair.approve", str(rid), "alice")
     assert (await api.post("/repairs/not-a-uuid/approve")).status_code == 422
+
+
+async def test_an_oversized_report_is_a_413_and_nothing_is_published(
+    api: httpx.AsyncClient, bus: aioredis.Redis
+) -> None:
+    answer = await api.post("/runs", params={"project": "shop"}, content=b"<" + b"x" * (MAX_BODY + 1))
+    assert answer.status_code == 413 and "limit" in answer.json()["errors"][0]
+    assert await bus.xlen(streams.INGEST) == 0

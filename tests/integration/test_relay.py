@@ -104,7 +104,7 @@ def assert_exactly_once(entries: Entries, store: EventStore) -> None:
         assert stream_positions == sorted(set(stream_positions)), f"{stream} is out of order"
 
 
-# -- Fakes: a Redis client whose EXECs fail on cue ---------------------------------------------------
+# -- Fault injection: a real Redis client whose EXECs fail on cue ------------------------------------
 
 class FlakyPipeline(Pipeline):
     """Fails the next EXECs as `plan` says: "before" (never reached Redis) or "after" (reply lost)."""
