@@ -60,13 +60,16 @@ def patch_files(patch: str) -> list[str]:
     return list(dict.fromkeys(_DIFF_PATH.findall(patch)))
 
 
-def apply_patch(root: str | Path, patch: str, *, check_only: bool = False) -> list[str]:
-    """Apply `patch` to the folder `root`; returns the files it changed. Raises PatchError."""
+def apply_patch(root: str | Path, patch: str, *, check_only: bool = False, reverse: bool = False) -> list[str]:
+    """Apply `patch` to the folder `root` (undo it with `reverse`); returns the files it changed.
+    Raises PatchError."""
     if not patch.strip():
         raise PatchError("empty patch")
     args = ["git", "apply", "--whitespace=nowarn", "--recount"]
     if check_only:
         args.append("--check")
+    if reverse:
+        args.append("--reverse")
     done = subprocess.run(
         [*args, "-"], cwd=root, input=patch.encode(), capture_output=True, timeout=60, check=False
     )

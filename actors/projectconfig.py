@@ -32,6 +32,7 @@ DEFAULT_AUTO_APPLY = frozenset({
     FailureClass.FIXTURE_MISSING,
 })
 DEFAULT_TEST_CMD = "python -m pytest -q"
+QUARANTINE_FILE = ".cars-quarantine"  # the CARS pytest plugin reads the same default
 
 
 class ProjectConfigError(Rejected):
@@ -43,7 +44,7 @@ class ProjectConfig:
     test_cmd: str = DEFAULT_TEST_CMD
     auto_apply: frozenset[FailureClass] = DEFAULT_AUTO_APPLY
     template: str = "python"
-    quarantine_file: str = ".cars-quarantine"
+    quarantine_file: str = QUARANTINE_FILE
     test_paths: tuple[str, ...] = DEFAULT_TEST_GLOBS
     git_branch: bool = False
     reruns: int = field(default=3, validator=[validators.ge(1), validators.le(20)])
@@ -74,4 +75,4 @@ def load_project_config(root: str | Path) -> ProjectConfig:
     return ProjectConfig()
 
 
-__all__ = ["DEFAULT_AUTO_APPLY", "ProjectConfig", "ProjectConfigError", "load_project_config"]
+__all__ = ["DEFAULT_AUTO_APPLY", "QUARANTINE_FILE", "ProjectConfig", "ProjectConfigError", "load_project_config"]

@@ -149,8 +149,7 @@ def publish(
     Every message is checked before any is sent: on an error nothing is published and the problems
     are listed with their JSON paths. `id`, `occurred_at` and `correlation_id` may be left out.
     """
-    from bus import streams, wire
-    from bus.embedded import running_bus_url
+    from bus import streams
     from contracts import ContractError, decode
 
     settings = _settings()
@@ -169,23 +168,27 @@ def publish(
     if problems:
         _fail("nothing published:\n  " + "\n  ".join(problems))
 
-    async def send() -> list[tuple[str, str, str]]:
-        from redis.asyncio import Redis
+    for env, (stream, entry_id) in zip(envelopes, _send(settings, envelopes), strict=True):
+        typer.echo(f"published {env.type} to {stream} as {entry_id}")
 
+
+def _send(settings: Settings, envelopes: list[Any]) -> list[tuple[str, str]]:
+    """Put commands (or run.reported) on their inbound streams of the running bus: (stream, entry id) each.
+    A missing or unreachable bus ends the command with one line."""
+    from redis.asyncio import Redis
+
+    from bus import wire
+    from bus.embedded import running_bus_url
+
+    async def go() -> list[tuple[str, str]]:
         client = Redis.from_url(running_bus_url(settings))
         try:
-            sent = []
-            for env in envelopes:
-                stream = streams.inbound_stream(env.entry)
-                entry_id = await wire.publish(client, stream, env, maxlen=settings.stream_maxlen)
-                sent.append((env.type, stream, entry_id.decode()))
-            return sent
+            return [await wire.publish_inbound(client, env, maxlen=settings.stream_maxlen) for env in envelopes]
         finally:
             await client.aclose()
 
     try:
-        for tag, stream, entry_id in anyio.run(send):
-            typer.echo(f"published {tag} to {stream} as {entry_id}")
+        return anyio.run(go)
     except RuntimeError as exc:
         _fail(str(exc), code=1)
     except (OSError, RedisError) as exc:
@@ -463,8 +466,6 @@ def report(
 
     from actors.errors import Rejected
     from actors.monitor.ingest import parse_report
-    from bus import wire
-    from bus.embedded import running_bus_url
     from contracts import Envelope
 
     settings = _settings()
@@ -478,22 +479,7 @@ def report(
     except Rejected as exc:
         _fail(f"{file}: {exc}")
 
-    async def send() -> tuple[str, str]:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(running_bus_url(settings))
-        try:
-            envelope = Envelope(data=run, correlation_id=rid)
-            return await wire.publish_inbound(client, envelope, maxlen=settings.stream_maxlen)
-        finally:
-            await client.aclose()
-
-    try:
-        stream, entry_id = anyio.run(send)
-    except RuntimeError as exc:
-        _fail(str(exc), code=1)
-    except (OSError, RedisError) as exc:
-        _fail(f"Redis unreachable: {exc}", code=1)
+    [(stream, entry_id)] = _send(settings, [Envelope(data=run, correlation_id=rid)])
     failed = sum(1 for r in run.results if r.outcome.value in ("failed", "error"))
     typer.echo(f"published run {rid} ({len(run.results)} results, {failed} failing) to {stream} as {entry_id}")
 
@@ -506,8 +492,6 @@ def approve(
     """Approve a validated repair: CARS then writes its patch into the project (`repair.applied`)."""
     import uuid
 
-    from bus import wire
-    from bus.embedded import running_bus_url
     from contracts import Envelope
     from contracts.repairs import ApproveRepair
 
@@ -517,22 +501,7 @@ def approve(
         _fail(f"{repair_id!r} is not a repair id (a UUID)")
     settings = _settings()
 
-    async def send() -> tuple[str, str]:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(running_bus_url(settings))
-        try:
-            return await wire.publish_inbound(
-                client, Envelope(data=ApproveRepair(repair_id=rid, by=by)), maxlen=settings.stream_maxlen)
-        finally:
-            await client.aclose()
-
-    try:
-        stream, entry_id = anyio.run(send)
-    except RuntimeError as exc:
-        _fail(str(exc), code=1)
-    except (OSError, RedisError) as exc:
-        _fail(f"Redis unreachable: {exc}", code=1)
+    [(stream, entry_id)] = _send(settings, [Envelope(data=ApproveRepair(repair_id=rid, by=by))])
     typer.echo(f"approval of {rid} sent to {stream} as {entry_id}")
 
 

@@ -190,8 +190,7 @@ class StreamConsumer:
 
 def _entry_id(msg: RedisStreamMessage) -> str:
     ids = msg.raw_message.get("message_ids") or []
-    first = ids[0] if ids else b""
-    return first.decode() if isinstance(first, bytes) else str(first)
+    return wire.text(ids[0]) if ids else ""
 
 
 def subscribe(

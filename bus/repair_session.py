@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import time
 import uuid
@@ -27,7 +28,7 @@ from redis.asyncio import Redis
 from actors.healer import repairs
 from actors.projectconfig import load_project_config
 from actors.testrun import run_tests
-from bus import runtime
+from bus import runtime, wire
 from bus.embedded import running_bus_url
 from bus.settings import Settings
 from bus.store import EventStore
@@ -37,7 +38,6 @@ from contracts.repairs import ApproveRepair
 from contracts.runs import RunRecorded, RunReported, StormDetected
 
 APPROVER = "cars repair --apply"
-REPROPOSING = "proposing again against the current files"  # the healer's words, actors/healer/router.py
 
 
 @frozen(kw_only=True)
@@ -83,6 +83,17 @@ class _Tracker:
     storm: str | None = None
     failures: dict[str, FailureDetected] = field(factory=dict)  # failure event id -> failure
     approved: set[uuid.UUID] = field(factory=set)  # candidate ids approved by this session
+    # Repair histories loaded so far, and the streams that got new events since they were loaded: a
+    # run with hundreds of failures does not reload hundreds of streams every poll.
+    histories: dict[uuid.UUID, list[Envelope[Any]]] = field(factory=dict)
+    stale: set[uuid.UUID] = field(factory=set)
+
+    async def history(self, store: EventStore, failure: FailureDetected) -> list[Envelope[Any]]:
+        rid = repairs.repair_id(failure.project, failure.fingerprint)
+        if rid in self.stale or rid not in self.histories:
+            self.histories[rid] = await anyio.to_thread.run_sync(store.load, rid)
+            self.stale.discard(rid)
+        return self.histories[rid]
 
 
 def git_commit(path: Path) -> str | None:
@@ -182,7 +193,8 @@ async def submit(
     run_id = report.run_id
     async with _platform(settings, progress) as (client, store):
         start = await anyio.to_thread.run_sync(store.max_position)
-        await runtime.publish_to(client, Envelope(data=report, correlation_id=run_id), settings)
+        await wire.publish_inbound(client, Envelope(data=report, correlation_id=run_id),
+                                   maxlen=settings.stream_maxlen)
         progress(f"published run.reported {run_id}; following the repair loop")
         tracker = _Tracker(run_id=run_id)
         deadline = time.monotonic() + timeout_s
@@ -191,7 +203,7 @@ async def submit(
         while outcomes is None:
             if time.monotonic() > deadline:
                 timed_out = True
-                outcomes = await _outcomes(store, tracker, final=True, apply=apply)
+                outcomes = await _outcomes(store, tracker, final=True)
                 break
             start = await _read_new(store, start, tracker, progress)
             outcomes = await _settled(store, tracker, client, settings, apply, progress)
@@ -252,20 +264,28 @@ def _reachable_bus(settings: Settings) -> Iterator[str]:
 
 
 async def _read_new(store: EventStore, after: int, tracker: _Tracker, progress: Callable[[str], None]) -> int:
-    batch = await anyio.to_thread.run_sync(lambda: store.read(after=after, limit=1000))
-    for rec in batch:
-        env, data = rec.envelope, rec.envelope.data
-        if isinstance(data, RunRecorded) and data.run_id == tracker.run_id:
-            tracker.recorded = True
-        elif isinstance(data, StormDetected) and data.run_id == tracker.run_id:
-            tracker.storm = data.reason
-            progress(f"infrastructure storm: {data.reason}; no heals started")
-        elif isinstance(data, FailureDetected) and data.run_id == tracker.run_id:
-            tracker.failures[str(env.id)] = data
-            progress(f"failure {data.test_id}: {data.category.value}")
-        elif env.correlation_id == tracker.run_id and env.type in _PROGRESS:
-            progress(_PROGRESS[env.type](data))
-    return batch[-1].position if batch else after
+    """Read every event after `after` (to the end of the log); returns the last position read."""
+    while batch := await anyio.to_thread.run_sync(functools.partial(store.read, after=after, limit=1000)):
+        for rec in batch:
+            _track(rec.envelope, tracker, progress)
+        after = batch[-1].position
+    return after
+
+
+def _track(env: Envelope[Any], tracker: _Tracker, progress: Callable[[str], None]) -> None:
+    data = env.data
+    if env.stream_id is not None:
+        tracker.stale.add(env.stream_id)
+    if isinstance(data, RunRecorded) and data.run_id == tracker.run_id:
+        tracker.recorded = True
+    elif isinstance(data, StormDetected) and data.run_id == tracker.run_id:
+        tracker.storm = data.reason
+        progress(f"infrastructure storm: {data.reason}; no heals started")
+    elif isinstance(data, FailureDetected) and data.run_id == tracker.run_id:
+        tracker.failures[str(env.id)] = data
+        progress(f"failure {data.test_id}: {data.category.value}")
+    elif env.correlation_id == tracker.run_id and env.type in _PROGRESS:
+        progress(_PROGRESS[env.type](data))
 
 
 _PROGRESS: dict[str, Callable[[Any], str]] = {
@@ -284,7 +304,7 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
     if not tracker.recorded:
         return None
     for failure_id, failure in tracker.failures.items():
-        history = await anyio.to_thread.run_sync(store.load, repairs.repair_id(failure.project, failure.fingerprint))
+        history = await tracker.history(store, failure)
         state = repairs.fold(history)
         if failure.category in repairs.UNREPAIRABLE:
             continue
@@ -298,29 +318,22 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
             applies_itself = state.request is not None and state.request.auto_apply is True
             if done is not None and not applies_itself and done.candidate_id not in tracker.approved \
                     and state.status is repairs.RepairStatus.COMPLETED:
-                await runtime.publish_to(client, Envelope(
+                await wire.publish_inbound(client, Envelope(
                     data=ApproveRepair(repair_id=done.repair_id, by=APPROVER), correlation_id=tracker.run_id),
-                    settings)
+                    maxlen=settings.stream_maxlen)
                 tracker.approved.add(done.candidate_id)
                 progress(f"  approving {failure.test_id} (--apply)")
             return None
         if not handled:
             return None  # the healer has not seen this report yet (it reopens finished repairs)
-        if state.status is repairs.RepairStatus.REJECTED and (state.rejected_reason or "").endswith(
-                REPROPOSING):
-            return None  # a patch that no longer applied: the healer is proposing again
         if apply and state.status is repairs.RepairStatus.QUARANTINED:
             return None  # validated quarantine: the healer writes it next
-    return await _outcomes(store, tracker, final=False, apply=apply)
+    return await _outcomes(store, tracker, final=False)
 
 
-async def _outcomes(store: EventStore, tracker: _Tracker, *, final: bool, apply: bool) -> list[RepairOutcome]:
-    out = []
-    for failure in tracker.failures.values():
-        state = repairs.fold(await anyio.to_thread.run_sync(
-            store.load, repairs.repair_id(failure.project, failure.fingerprint)))
-        out.append(_outcome(failure, state, timed_out=final))
-    return out
+async def _outcomes(store: EventStore, tracker: _Tracker, *, final: bool) -> list[RepairOutcome]:
+    return [_outcome(f, repairs.fold(await tracker.history(store, f)), timed_out=final)
+            for f in tracker.failures.values()]
 
 
 def _outcome(failure: FailureDetected, state: repairs.RepairState, *, timed_out: bool) -> RepairOutcome:

@@ -104,11 +104,6 @@ def _parse_report(data: bytes, project: str, run_id: str, commit: str | None, re
         raise ValueError(str(exc)) from None
 
 
-async def publish_to(client: Redis, envelope: Envelope[Any], settings: Settings) -> tuple[str, str]:
-    """Put a command (or run.reported) on its inbound stream; (stream, entry id). ValueError for an event."""
-    return await wire.publish_inbound(client, envelope, maxlen=settings.stream_maxlen)
-
-
 def running_platform_url(settings: Settings, needs: Sequence[str] = ("monitor", "healer", "validator",
                                                                     "provisioner")) -> str | None:
     """The bus of a CARS platform that is running now and runs every actor in `needs`, else None.
@@ -170,7 +165,7 @@ class Platform:
 
     async def publish(self, envelope: Envelope[Any]) -> tuple[str, str]:
         """Put a command on its inbound stream (ValueError for an event)."""
-        return await publish_to(await self.redis(), envelope, self.settings)
+        return await wire.publish_inbound(await self.redis(), envelope, maxlen=self.settings.stream_maxlen)
 
     async def ready(self) -> dict[str, str]:
         status: dict[str, str] = {}

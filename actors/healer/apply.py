@@ -99,9 +99,12 @@ def _apply_hunks(root: Path, patch: str) -> list[str]:
 
 
 def _already_applied(root: Path, patch: str) -> bool:
-    done = subprocess.run(["git", "apply", "--check", "--reverse", "--recount", "-"], cwd=root, input=patch.encode(),
-                          capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
-    return done.returncode == 0
+    """Whether the files already hold what `patch` makes (it would undo cleanly)."""
+    try:
+        apply_patch(root, patch, check_only=True, reverse=True)
+    except PatchError:
+        return False
+    return True
 
 
 def _is_git(root: Path) -> bool:

@@ -250,6 +250,17 @@ def applied(state: RepairState, rid: uuid.UUID, files: Sequence[str], branch: st
     return [RepairApplied(repair_id=rid, files=tuple(files), branch=branch, commit=commit)]
 
 
+def failure_of(request: HealRequested, *, run_id: str) -> FailureDetected:
+    """The failure a repair was requested for, as recorded in its request (to propose for it again).
+    `run_id` stands in when the request names no run."""
+    r = request
+    return FailureDetected(
+        project=r.project, test_id=r.test_id, run_id=r.run_id or run_id, fingerprint=r.fingerprint,
+        category=r.category, reason=r.reason, evidence=r.evidence, commit=r.commit, repo_path=r.repo_path,
+        test_cmd=r.test_cmd, auto_apply=r.auto_apply,
+    )
+
+
 def _unrepairable(failure: FailureDetected, reason: str) -> FailureUnrepairable:
     return FailureUnrepairable(project=failure.project, test_id=failure.test_id, fingerprint=failure.fingerprint,
                                category=failure.category, reason=reason)
@@ -257,5 +268,5 @@ def _unrepairable(failure: FailureDetected, reason: str) -> FailureUnrepairable:
 
 __all__ = [
     "OPEN", "UNREPAIRABLE", "Candidate", "RepairNotReady", "RepairState", "RepairStatus", "applied", "approve",
-    "candidate_id", "fold", "open_repair", "record_verdict", "reject", "repair_id", "wants_apply",
+    "candidate_id", "failure_of", "fold", "open_repair", "record_verdict", "reject", "repair_id", "wants_apply",
 ]

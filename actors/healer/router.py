@@ -72,13 +72,17 @@ async def _open(deps: HealerDeps, envelope: Any, failure: FailureDetected) -> No
     state = repairs.fold(await deps.aggregates.history(rid))
     if state.status in repairs.OPEN:
         return  # one open repair per fingerprint: don't even read the repository
-    proposals: list[Proposal] = []
-    if failure.repo_path and failure.category not in repairs.UNREPAIRABLE:
-        found = await anyio.to_thread.run_sync(propose_all, deps.strategies, failure)
-        proposals = ranking.rank(found, failure.category, await deps.stats())
+    proposals = await _ranked_proposals(deps, failure)
     await deps.aggregates.execute(
         rid, envelope, lambda h: repairs.open_repair(repairs.fold(h), failure, proposals, rid)
     )
+
+
+async def _ranked_proposals(deps: HealerDeps, failure: FailureDetected) -> list[Proposal]:
+    if not failure.repo_path or failure.category in repairs.UNREPAIRABLE:
+        return []
+    found = await anyio.to_thread.run_sync(propose_all, deps.strategies, failure)
+    return ranking.rank(found, failure.category, await deps.stats())
 
 
 async def _request(deps: HealerDeps, envelope: Envelope[Any], command: RequestHeal) -> None:
@@ -89,13 +93,7 @@ async def _request(deps: HealerDeps, envelope: Envelope[Any], command: RequestHe
     state = repairs.fold(await deps.aggregates.history(rid))
     if state.request is None:
         raise Rejected(f"no failure with fingerprint {command.fingerprint!r} in project {command.project!r}")
-    r = state.request
-    failure = FailureDetected(
-        project=r.project, test_id=r.test_id, run_id=r.run_id or "heal.request", fingerprint=r.fingerprint,
-        category=r.category, reason=r.reason, evidence=r.evidence, commit=r.commit, repo_path=r.repo_path,
-        test_cmd=r.test_cmd, auto_apply=r.auto_apply,
-    )
-    await _open(deps, envelope, failure)
+    await _open(deps, envelope, repairs.failure_of(state.request, run_id="heal.request"))
 
 
 def propose_all(strategies: Sequence[Strategy], failure: FailureDetected) -> list[Proposal]:
@@ -156,19 +154,23 @@ async def _conflict(deps: HealerDeps, state: repairs.RepairState, rid: uuid.UUID
     if state.status not in (repairs.RepairStatus.COMPLETED, repairs.RepairStatus.APPROVED):
         log.warning("repair %s cannot be applied (%s) and is %s", rid, error, state.status.value)
         return
-    again = state.round < MAX_ROUNDS
+    again = state.round < MAX_ROUNDS and state.request is not None
     reason = f"validated, but the patch no longer applies to the project: {error}" + (
         "; proposing again against the current files" if again else "")
     cause = Tick(id=natural_id("apply-conflict", rid, state.round))
-    await deps.aggregates.execute(rid, cause, lambda h: repairs.reject(repairs.fold(h), rid, reason, "cars"))
-    if again and state.request is not None:
-        r = state.request
-        failure = FailureDetected(
-            project=r.project, test_id=r.test_id, run_id=r.run_id or "cars", fingerprint=r.fingerprint,
-            category=r.category, reason=r.reason, evidence=r.evidence, commit=r.commit, repo_path=r.repo_path,
-            test_cmd=r.test_cmd, auto_apply=r.auto_apply,
-        )
-        await _open(deps, Tick(id=natural_id("repropose", rid, state.round)), failure)
+    if not again or state.request is None:
+        await deps.aggregates.execute(rid, cause, lambda h: repairs.reject(repairs.fold(h), rid, reason, "cars"))
+        return
+    failure = repairs.failure_of(state.request, run_id="cars")
+    proposals = await _ranked_proposals(deps, failure)
+
+    def decide(history: Sequence[Envelope[Any]]) -> list[Any]:
+        # The rejection and the new round in one append: nobody ever sees the repair rejected and idle.
+        rejected = repairs.reject(repairs.fold(history), rid, reason, "cars")
+        after = repairs.fold([*history, *(Envelope(data=e) for e in rejected)])
+        return [*rejected, *repairs.open_repair(after, failure, proposals, rid)]
+
+    await deps.aggregates.execute(rid, cause, decide)
 
 
 def commit_message(state: repairs.RepairState) -> str:

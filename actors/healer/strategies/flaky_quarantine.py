@@ -15,11 +15,11 @@ from __future__ import annotations
 from actors.errors import Rejected
 from actors.healer.strategy import Proposal
 from actors.patching import FileEdit
+from actors.projectconfig import QUARANTINE_FILE
 from actors.workspace import Workspace
 from contracts.failures import FailureDetected
 from contracts.values import FailureClass
 
-QUARANTINE_FILE = ".cars-quarantine"
 CONFIDENCE = 0.5
 
 
