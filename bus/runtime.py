@@ -215,7 +215,7 @@ class Platform:
             handler = functools.partial(healer.handle, self.healer_deps())
             subscriptions = {
                 streams.events_stream(Area.FAILURES): frozenset({"failure.detected", "test.quarantined"}),
-                streams.events_stream(Area.REPAIRS): frozenset({"repair.completed"}),
+                streams.events_stream(Area.REPAIRS): frozenset({"heal.rejected", "repair.completed"}),
                 streams.COMMANDS: healer.COMMANDS,
             }
         elif actor == "validator":

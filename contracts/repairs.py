@@ -88,6 +88,9 @@ class HealRejected:
     environment_id: uuid.UUID | None = None
     reason: str = field(validator=non_empty(MAX_TEXT))
     evidence: ValidationEvidence = ValidationEvidence()  # noqa: RUF009  (frozen, so sharing it is safe)
+    #: The patch no longer applies to the project's current files (another repair changed them since it
+    #: was proposed): the candidate was not wrong, it is out of date, and the healer proposes again.
+    stale: bool = False
 
 
 @message("repair.completed", kind=Kind.EVENT, area=Area.REPAIRS, summary=True)

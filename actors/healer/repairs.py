@@ -9,6 +9,7 @@ get new ids.
     heal.requested -> heal.proposed x k            (or heal.abandoned + failure.unrepairable)
     heal.validated -> repair.completed             (or test.quarantined for a quarantine)
     heal.rejected  -> next candidate, or heal.abandoned + failure.unrepairable
+                      (or, when patches went out of date, heal.requested again: a new round)
     repair.completed -> repair.applied             (by policy, or after repair.approved)
 """
 
@@ -47,6 +48,7 @@ UNREPAIRABLE = {
     FailureClass.ENVIRONMENT: "an infrastructure failure (connection, DNS or disk), not a problem of the test",
 }
 MAX_CANDIDATES = 5
+MAX_ROUNDS = 3  # proposals per repair while its patches keep going out of date under other repairs
 
 
 class RepairStatus(enum.Enum):
@@ -72,6 +74,7 @@ class RepairNotReady(Rejected):
 class Candidate:
     proposal: HealProposed
     verdict: str | None = None  # "validated" | "rejected"
+    stale: bool = False  # rejected because the patch no longer applies to the current files
 
 
 @frozen(kw_only=True)
@@ -99,6 +102,12 @@ class RepairState:
         pending = [c.proposal for c in self.candidates if c.verdict is None]
         return min(pending, key=lambda p: p.rank) if pending else None
 
+    def out_of_date(self) -> bool:
+        """Every candidate of this round was rejected, some only because other repairs changed the files
+        since they were proposed, and rounds are left: propose again against the current files."""
+        return (self.status is RepairStatus.VALIDATING and self.round < MAX_ROUNDS and bool(self.candidates)
+                and all(c.verdict == "rejected" for c in self.candidates) and any(c.stale for c in self.candidates))
+
 
 def repair_id(project: str, fingerprint: str) -> uuid.UUID:
     return repair_stream_id(project, fingerprint)
@@ -108,8 +117,9 @@ def candidate_id(repair: uuid.UUID, round_: int, rank: int) -> uuid.UUID:
     return natural_id("candidate", repair, round_, rank)
 
 
-def fold(history: Sequence[Envelope[Any]]) -> RepairState:
-    state = RepairState()
+def fold(history: Sequence[Envelope[Any]], start: RepairState | None = None) -> RepairState:
+    """The state after `history` (continuing from `start`, else from nothing)."""
+    state = start or RepairState()
     for env in history:
         e = env.data
         if isinstance(e, HealRequested):
@@ -118,8 +128,9 @@ def fold(history: Sequence[Envelope[Any]]) -> RepairState:
             state = evolve(state, candidates=(*state.candidates, Candidate(proposal=e)))
         elif isinstance(e, HealValidated | HealRejected):
             verdict = "validated" if isinstance(e, HealValidated) else "rejected"
+            stale = isinstance(e, HealRejected) and e.stale
             state = evolve(state, candidates=tuple(
-                evolve(c, verdict=verdict) if c.proposal.candidate_id == e.candidate_id else c
+                evolve(c, verdict=verdict, stale=stale) if c.proposal.candidate_id == e.candidate_id else c
                 for c in state.candidates
             ))
         elif isinstance(e, RepairCompleted):
@@ -142,8 +153,9 @@ def fold(history: Sequence[Envelope[Any]]) -> RepairState:
 def open_repair(
     state: RepairState, failure: FailureDetected, proposals: Sequence[Proposal], rid: uuid.UUID
 ) -> list[Any]:
-    """What a newly detected failure starts. `proposals` come ranked, best first."""
-    if state.status in OPEN:
+    """What a newly detected failure starts (or an out-of-date round: `RepairState.out_of_date`).
+    `proposals` come ranked, best first."""
+    if state.status in OPEN and not state.out_of_date():
         return []  # one open repair per fingerprint: the same failure again adds no work
     if failure.category in UNREPAIRABLE:
         if state.status is RepairStatus.UNREPAIRABLE:
@@ -172,9 +184,11 @@ def open_repair(
 
 def record_verdict(
     state: RepairState, cid: uuid.UUID, *, ok: bool, reason: str, evidence: ValidationEvidence,
-    environment_id: uuid.UUID | None,
+    environment_id: uuid.UUID | None, stale: bool = False,
 ) -> list[Any]:
-    """The validator's verdict on one candidate, and what follows from it."""
+    """The validator's verdict on one candidate, and what follows from it. A `stale` rejection (the patch
+    no longer applies to the current files) that leaves the round without candidates does not abandon
+    the repair while rounds are left: the healer proposes again (`RepairState.out_of_date`)."""
     candidate = state.candidate(cid)
     if candidate is None or candidate.verdict is not None or state.status is not RepairStatus.VALIDATING:
         return []  # a stale or repeated verdict
@@ -196,10 +210,10 @@ def record_verdict(
         )]
     events: list[Any] = [HealRejected(
         repair_id=p.repair_id, candidate_id=cid, environment_id=environment_id, reason=reason[:8000] or "rejected",
-        evidence=evidence,
+        evidence=evidence, stale=stale,
     )]
-    remaining = [c for c in state.candidates if c.verdict is None and c.proposal.candidate_id != cid]
-    if not remaining:
+    after = fold([Envelope(data=e) for e in events], start=state)
+    if after.next_candidate() is None and not after.out_of_date():
         why = f"every candidate was rejected ({len(state.candidates)} tried)"
         events += [HealAbandoned(repair_id=p.repair_id, reason=why), FailureUnrepairable(
             project=request.project, test_id=request.test_id, fingerprint=request.fingerprint,
@@ -267,6 +281,7 @@ def _unrepairable(failure: FailureDetected, reason: str) -> FailureUnrepairable:
 
 
 __all__ = [
-    "OPEN", "UNREPAIRABLE", "Candidate", "RepairNotReady", "RepairState", "RepairStatus", "applied", "approve",
-    "candidate_id", "failure_of", "fold", "open_repair", "record_verdict", "reject", "repair_id", "wants_apply",
+    "MAX_ROUNDS", "OPEN", "UNREPAIRABLE", "Candidate", "RepairNotReady", "RepairState", "RepairStatus", "applied",
+    "approve", "candidate_id", "failure_of", "fold", "open_repair", "record_verdict", "reject", "repair_id",
+    "wants_apply",
 ]

@@ -1,6 +1,6 @@
 """The healer actor: proposes candidate repairs for detected failures, and applies validated ones.
 
-Subscribed to `failure.detected` and `repair.completed` (topic streams) and to the commands
+Subscribed to `failure.detected`, `heal.rejected` and `repair.completed` (topic streams) and to the commands
 `heal.request`, `repair.approve` and `repair.reject`. Strategies read the repository in a worker
 thread; the decisions are the pure functions of `actors.healer.repairs`.
 """
@@ -28,13 +28,12 @@ from actors.projectconfig import ProjectConfig, load_project_config
 from actors.workspace import Workspace
 from contracts import Envelope, natural_id
 from contracts.failures import FailureDetected, TestQuarantined
-from contracts.repairs import ApproveRepair, RejectRepair, RepairCompleted, RequestHeal
+from contracts.repairs import ApproveRepair, HealRejected, RejectRepair, RepairCompleted, RequestHeal
 
 log = logging.getLogger(__name__)
 
 ROLE = "healer"
-MAX_ROUNDS = 3  # proposals per repair when applying keeps conflicting with the project's files
-EVENTS = frozenset({"failure.detected", "repair.completed", "test.quarantined"})
+EVENTS = frozenset({"failure.detected", "heal.rejected", "repair.completed", "test.quarantined"})
 COMMANDS = frozenset({"heal.request", "repair.approve", "repair.reject"})
 
 
@@ -52,6 +51,8 @@ async def handle(deps: HealerDeps, envelope: Envelope[Any]) -> None:
         await _open(deps, envelope, data)
     elif isinstance(data, RepairCompleted):
         await _maybe_apply(deps, data.repair_id, envelope)
+    elif isinstance(data, HealRejected) and data.stale:
+        await _out_of_date(deps, envelope, data.repair_id)
     elif isinstance(data, TestQuarantined) and data.repair_id is not None:
         await _maybe_apply(deps, data.repair_id, envelope)
     elif isinstance(data, ApproveRepair):
@@ -70,8 +71,21 @@ async def handle(deps: HealerDeps, envelope: Envelope[Any]) -> None:
 async def _open(deps: HealerDeps, envelope: Any, failure: FailureDetected) -> None:
     rid = repairs.repair_id(failure.project, failure.fingerprint)
     state = repairs.fold(await deps.aggregates.history(rid))
-    if state.status in repairs.OPEN:
+    if state.status in repairs.OPEN and not state.out_of_date():
         return  # one open repair per fingerprint: don't even read the repository
+    proposals = await _ranked_proposals(deps, failure)
+    await deps.aggregates.execute(
+        rid, envelope, lambda h: repairs.open_repair(repairs.fold(h), failure, proposals, rid)
+    )
+
+
+async def _out_of_date(deps: HealerDeps, envelope: Envelope[Any], rid: uuid.UUID) -> None:
+    """Every candidate was rejected, some because other repairs changed the files since: a new round
+    proposed against the files as they are now (`repairs.RepairState.out_of_date`)."""
+    state = repairs.fold(await deps.aggregates.history(rid))
+    if not state.out_of_date() or state.request is None:
+        return
+    failure = repairs.failure_of(state.request, run_id="cars")
     proposals = await _ranked_proposals(deps, failure)
     await deps.aggregates.execute(
         rid, envelope, lambda h: repairs.open_repair(repairs.fold(h), failure, proposals, rid)
@@ -154,7 +168,7 @@ async def _conflict(deps: HealerDeps, state: repairs.RepairState, rid: uuid.UUID
     if state.status not in (repairs.RepairStatus.COMPLETED, repairs.RepairStatus.APPROVED):
         log.warning("repair %s cannot be applied (%s) and is %s", rid, error, state.status.value)
         return
-    again = state.round < MAX_ROUNDS and state.request is not None
+    again = state.round < repairs.MAX_ROUNDS and state.request is not None
     reason = f"validated, but the patch no longer applies to the project: {error}" + (
         "; proposing again against the current files" if again else "")
     cause = Tick(id=natural_id("apply-conflict", rid, state.round))

@@ -116,6 +116,7 @@ async def _on_environment(
     if candidate is None or candidate.verdict is not None or state.request is None:
         await _release(deps, env_id, envelope.correlation_id)
         return
+    stale = False
     if isinstance(event, EnvironmentFailed):
         ok, reason, evidence = False, f"the environment could not be provisioned: {event.reason}", ValidationEvidence()
     else:
@@ -127,9 +128,9 @@ async def _on_environment(
             Path(event.workspace), patch=proposal.patch, test_id=request.test_id, test_cmd=test_cmd,
             reruns=3, env=event.service_urls, quarantine=proposal.quarantine,
         ))
-        ok, reason, evidence = verdict.ok, verdict.reason, verdict.evidence
+        ok, reason, evidence, stale = verdict.ok, verdict.reason, verdict.evidence, verdict.stale
     await deps.aggregates.execute(rid, envelope, lambda h: repairs.record_verdict(
-        repairs.fold(h), cid, ok=ok, reason=reason, evidence=evidence, environment_id=env_id))
+        repairs.fold(h), cid, ok=ok, reason=reason, evidence=evidence, environment_id=env_id, stale=stale))
     await _release(deps, env_id, envelope.correlation_id)
     await _start_next(deps, rid, envelope.correlation_id)
 

@@ -36,6 +36,7 @@ class Verdict:
     ok: bool
     reason: str
     evidence: ValidationEvidence
+    stale: bool = False  # the patch does not apply to the current files: out of date, not wrong
 
 
 def validate_candidate(
@@ -66,9 +67,13 @@ def validate_candidate(
     try:
         files = patch_files(patch)
         before = {f: _read(ws, f) for f in files}
-        apply_patch(ws.root, patch, check_only=True)
-    except (PatchError, Rejected) as exc:
+    except Rejected as exc:
         return check.verdict(False, f"the patch does not apply: {exc}", started)
+    try:
+        apply_patch(ws.root, patch, check_only=True)
+    except PatchError as exc:
+        # Patches are made from the files as they were when proposed: the files changed since.
+        return attrs.evolve(check.verdict(False, f"the patch does not apply: {exc}", started), stale=True)
     if not files:
         return check.verdict(False, "the patch changes no file", started)
 

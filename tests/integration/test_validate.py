@@ -188,6 +188,14 @@ def test_a_patch_that_does_not_apply_is_rejected(project: Path) -> None:
     patch = make_patch([FileEdit(path="tests/test_calc.py", before="something else\n", after="x\n")])
     verdict = validate(project, patch)
     assert not verdict.ok and "does not apply" in verdict.reason
+    # Made from other content than the files have now: out of date (proposed again), not wrong
+    assert verdict.stale
+
+
+def test_a_patch_outside_the_project_is_rejected_and_not_out_of_date(project: Path) -> None:
+    patch = make_patch([FileEdit(path="../outside.py", before="", after="x = 1\n", new_file=True)])
+    verdict = validate(project, patch)
+    assert not verdict.ok and not verdict.stale
 
 
 def test_a_rerun_failure_rejects(project: Path) -> None:

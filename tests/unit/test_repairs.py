@@ -125,6 +125,45 @@ def test_a_rejected_candidate_moves_to_the_next_and_the_last_rejection_abandons(
     assert after([*events, *last]).status is repairs.RepairStatus.ABANDONED
 
 
+def test_an_out_of_date_round_is_proposed_again_not_abandoned() -> None:
+    # Given a round of two candidates, one rejected on its merits and one whose patch no longer applies
+    # because another repair changed the test file since
+    events = opened(proposal("a", BEFORE + "#1\n"), proposal("b", BEFORE + "#2\n", 0.5))
+    state = after(events)
+    first = state.next_candidate()
+    assert first is not None
+    events += repairs.record_verdict(state, first.candidate_id, ok=False, reason="still red", evidence=GOOD,
+                                     environment_id=None)
+    second = after(events).next_candidate()
+    assert second is not None
+    last = repairs.record_verdict(after(events), second.candidate_id, ok=False, reason="does not apply",
+                                  evidence=GOOD, environment_id=None, stale=True)
+    # Then the repair is not abandoned: it waits for a new round
+    assert [type(e) for e in last] == [HealRejected] and last[0].stale
+    state = after([*events, *last])
+    assert state.status is repairs.RepairStatus.VALIDATING and state.out_of_date()
+    # And a new round opens with new candidates, although the repair is still open
+    again = repairs.open_repair(state, failure(), [proposal("a", BEFORE + "#3\n")], RID)
+    assert [type(e) for e in again] == [HealRequested, HealProposed]
+    assert after([*events, *last, *again]).round == 2
+
+
+def test_out_of_date_rounds_are_bounded() -> None:
+    # Given a repair whose every round goes out of date
+    events: list[Any] = []
+    for round_ in range(1, repairs.MAX_ROUNDS + 1):
+        events += repairs.open_repair(after(events), failure(), [proposal("a", BEFORE + f"#{round_}\n")], RID)
+        cid = after(events).next_candidate()
+        assert cid is not None, f"round {round_} proposed nothing"
+        events += repairs.record_verdict(after(events), cid.candidate_id, ok=False, reason="does not apply",
+                                         evidence=GOOD, environment_id=None, stale=True)
+    # Then the last round abandons it, and no new round is opened
+    assert [type(e) for e in events[-3:]] == [HealRejected, HealAbandoned, FailureUnrepairable]
+    state = after(events)
+    assert state.status is repairs.RepairStatus.ABANDONED and not state.out_of_date()
+    assert state.round == repairs.MAX_ROUNDS
+
+
 def test_a_repeated_verdict_is_ignored() -> None:
     events = opened(proposal("a", BEFORE + "#1\n"))
     state = after(events)

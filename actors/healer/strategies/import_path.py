@@ -3,6 +3,9 @@
 - `cannot import name 'Cart' from 'shop.cart'`: `Cart` moved. Every non-test module that defines
   `Cart` now is a candidate (`from shop.cart import Cart` -> `from shop.models import Cart`); a
   package that merely re-exports it ranks lower.
+- `module 'shop' has no attribute 'total'`, where the test uses `shop.total` and `total` is now defined
+  in `shop.pricing`: every `shop.total` of the test file becomes `shop.pricing.total`, and
+  `import shop.pricing` is added after `import shop`.
 - `No module named 'shop.cart'`: the module moved or was renamed. Candidates come from a file move in
   git history, from a module with the same last name elsewhere, and from a module that defines every
   name the test imports from the old one.
@@ -25,6 +28,7 @@ from contracts.values import FailureClass
 
 CANNOT_IMPORT = re.compile(r"cannot import name '([A-Za-z_]\w*)' from '([\w.]+)'")
 NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+MODULE_ATTR = re.compile(r"module '([\w.]+)' has no attribute '([A-Za-z_]\w*)'")
 MAX_CANDIDATES = 3
 
 
@@ -38,7 +42,8 @@ class ImportPath:
         if failure.category is FailureClass.IMPORT_ERROR:
             return bool(CANNOT_IMPORT.search(text) or NO_MODULE.search(text))
         # A renamed-symbol failure may really be a move: worth a look when it is an import failure.
-        return failure.category is FailureClass.RENAMED_SYMBOL and bool(CANNOT_IMPORT.search(text))
+        return failure.category is FailureClass.RENAMED_SYMBOL and bool(
+            CANNOT_IMPORT.search(text) or MODULE_ATTR.search(text))
 
     def propose(self, failure: FailureDetected, workspace: Workspace) -> list[Proposal]:
         text = failure_text(failure)
@@ -48,6 +53,8 @@ class ImportPath:
             proposals = list(self._moved_symbol(failure, workspace, index, m.group(1), m.group(2)))
         elif m := NO_MODULE.search(text):
             proposals = list(self._moved_module(failure, workspace, index, m.group(1)))
+        elif m := MODULE_ATTR.search(text):
+            proposals = list(self._moved_attribute(failure, workspace, index, m.group(1), m.group(2)))
         best: dict[tuple[str, ...], Proposal] = {}
         for p in sorted(proposals, key=lambda p: -p.confidence):
             best.setdefault(tuple(e.after for e in p.edits), p)  # same edit found two ways: keep the best
@@ -76,6 +83,22 @@ class ImportPath:
                     f"{'defines' if mod.defines(name) else 're-exports'} it now",
                 )
 
+    def _moved_attribute(
+        self, failure: FailureDetected, workspace: Workspace, index: PyIndex, old: str, name: str
+    ) -> Iterator[Proposal]:
+        targets = [m for m in index.defining_modules(name) if m.name != old and not workspace.is_test_file(m.path)]
+        for path, source in failing_sources(failure, workspace):
+            for mod in targets:
+                rewritten = rewrite_module_attribute(source, old, name, mod.name)
+                edit = edit_test_file(workspace, path, source, rewritten) if rewritten else None
+                if edit is None:
+                    continue
+                nested = mod.name.startswith(old + ".")
+                yield Proposal(
+                    strategy=self.name, confidence=round(0.7 + (0.1 if nested else 0.0), 3), edits=(edit,),
+                    explanation=f"`{old}` no longer has `{name}`; `{mod.name}` defines it now",
+                )
+
     def _moved_module(
         self, failure: FailureDetected, workspace: Workspace, index: PyIndex, missing: str
     ) -> Iterator[Proposal]:
@@ -100,6 +123,28 @@ def _also_moved(source: str, index: PyIndex, old: str, new: ModuleInfo) -> set[s
     names = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0
              and node.module == old for a in node.names if a.name != "*"}
     return {n for n in names if new.exports(n) and (previous is None or not previous.exports(n))}
+
+
+def rewrite_module_attribute(source: str, old: str, name: str, new: str) -> str | None:
+    """`old.name` -> `new.name` in code, with `import new` added after `import old`; None when the source
+    does not `import old` (then `old.name` is not how it reaches the name) or uses it nowhere."""
+    lines = source.splitlines(keepends=True)
+    import_old = re.compile(rf"^import {re.escape(old)}\s*(#.*)?$")
+    at = next((i for i, line in enumerate(lines) if import_old.match(line.rstrip("\n"))), None)
+    if at is None:
+        return None
+    use = re.compile(rf"(?<![\w.]){re.escape(old)}\.{re.escape(name)}\b")
+    body = [use.sub(f"{new}.{name}", line) if not line.lstrip().startswith("#") else line for line in lines]
+    if body == lines:
+        return None
+    if not any(re.match(rf"^import {re.escape(new)}\s*(#.*)?$", line.rstrip("\n")) for line in body):
+        body.insert(at + 1, f"import {new}\n")
+    result = "".join(body)
+    try:
+        ast.parse(result)
+    except SyntaxError:
+        return None
+    return result
 
 
 def _module_candidates(

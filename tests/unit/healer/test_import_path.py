@@ -141,3 +141,25 @@ def test_names_that_moved_together_are_moved_together(tmp_path: Path) -> None:
     imports = sorted(line for line in text.splitlines() if line.startswith("from "))
     assert len(imports) == 2 and imports[1] == "from shop.utils import LRUCache"
     assert set(imports[0].removeprefix("from shop.frozen import ").split(", ")) == {"freeze", "FrozenDict"}
+
+
+def test_a_module_attribute_that_moved_to_a_submodule_is_reached_there(tmp_path: Path) -> None:
+    # Given ordinal moved from the inflection package into inflection.numbers, and a test that calls
+    # inflection.ordinal through `import inflection`
+    source = ("import inflection\n\n\ndef test_ordinal():\n    # inflection.ordinal in a comment stays\n"
+              "    assert inflection.ordinal(1) == 'st'\n    assert inflection.camelize('a') == 'A'\n")
+    ws = make_workspace(tmp_path, {
+        "inflection/__init__.py": "def camelize(s):\n    return s.upper()\n",
+        "inflection/numbers.py": "def ordinal(n):\n    return 'st'\n",
+        "test_inflection.py": source,
+    })
+    failure = make_failure(FailureClass.RENAMED_SYMBOL, "test_inflection.py::test_ordinal",
+                           exception_type="AttributeError", message="module 'inflection' has no attribute 'ordinal'")
+    # When the strategy proposes
+    strategy = ImportPath()
+    assert strategy.applies(failure)
+    [proposal] = strategy.propose(failure, ws)
+    # Then the call goes through the submodule, which is imported; nothing else changes
+    assert apply(ws, proposal)["test_inflection.py"] == source.replace(
+        "import inflection\n", "import inflection\nimport inflection.numbers\n").replace(
+        "assert inflection.ordinal(1)", "assert inflection.numbers.ordinal(1)")
