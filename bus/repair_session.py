@@ -303,12 +303,15 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
     """The outcomes once every failure of the run has settled, else None (and approvals sent)."""
     if not tracker.recorded:
         return None
-    for failure_id, failure in tracker.failures.items():
+    for failure in tracker.failures.values():
         history = await tracker.history(store, failure)
         state = repairs.fold(history)
         if failure.category in repairs.UNREPAIRABLE:
             continue
-        handled = any(e.causation_id == failure_id for e in history)
+        # Failures of one cause share a repair (the instances of a parametrized test): whichever of them
+        # the healer saw first is the one its events name as their cause.
+        same = {i for i, f in tracker.failures.items() if f.fingerprint == failure.fingerprint}
+        handled = any(e.causation_id in same for e in history)
         if state.status is repairs.RepairStatus.VALIDATING:
             return None
         if state.status in (repairs.RepairStatus.COMPLETED, repairs.RepairStatus.APPROVED):

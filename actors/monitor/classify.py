@@ -50,6 +50,9 @@ class Classification:
     category: FailureClass
     fingerprint: str
     reason: str
+    #: The two sides of the failed check when only the message tells them (a `pytest.raises(match=)`
+    #: that did not match: operator "match", left the actual message, right the expected pattern).
+    compared: ComparedValues | None = None
 
 
 @frozen(kw_only=True)
@@ -111,6 +114,11 @@ _TIMEOUT_TEXT = re.compile(r"Timeout >|\btimed out\b|Timeout \d+ ?ms exceeded|Ti
 
 _ASSERTION_TYPES = frozenset({"AssertionError", "AssertionFailedError", "ComparisonFailure",
                               "AssertionFailure", "ExpectationFailed"})
+# `pytest.raises(match=...)` whose pattern did not match the message: pytest 8.4+ ("Expected regex" /
+# "Actual message") and earlier ("Regex" / "Input"); both print the two as Python reprs.
+_RAISES_MATCH = re.compile(
+    r"Regex pattern did not match[^\n]*\.\n\s*(?:Expected regex|Regex): (?P<right>.+)\n\s*(?:Actual message|Input): "
+    r"(?P<left>.+)$", re.MULTILINE)
 _PYTEST_COMPARE = re.compile(r"^(?:AssertionError: )?assert (?P<left>.+?) == (?P<right>.+?)$", re.MULTILINE)
 _JUNIT_COMPARE = re.compile(r"expected:? ?<\[?(?P<right>.*?)\]?> but was:? ?<\[?(?P<left>.*?)\]?>", re.DOTALL)
 _OBJECT_REPR = re.compile(r"^<.*>$|\bat 0x[0-9a-fA-F]+")
@@ -135,11 +143,19 @@ def classify(result: TestResult) -> Classification:
     text = "\n".join(t for t in (message, evidence.traceback) if t)
     frame = _innermost_frame(evidence)
     category = _category(exc_type, message, text, evidence, frame)
+    derived = _compared_from(text) if evidence.compared is None else None
     return Classification(
         category=category,
-        fingerprint=fingerprint(exc_type, message, result.test_id, frame.function),
+        fingerprint=fingerprint(exc_type, message, test_function(result.test_id), frame.function),
         reason=_reason(category, exc_type, message, frame),
+        compared=derived if derived is not None and derived.operator == "match" else None,
     )
+
+
+def test_function(test_id: str) -> str:
+    """The test id without its parameters (`test_ordinal[1-st]` -> `test_ordinal`): the instances of a
+    parametrized test that fail for the same cause are one failure, with one repair."""
+    return test_id.split("[", 1)[0] if test_id.endswith("]") else test_id
 
 
 def fingerprint(exc_type: str | None, message: str | None, test_id: str, function: str | None) -> str:
@@ -346,7 +362,11 @@ _RULES: tuple[Rule, ...] = (_fixture, _environment, _import, _symbol, _signature
 
 
 def _compared_from(text: str) -> ComparedValues | None:
-    """The two sides of a failed equality, from pytest's or JUnit's message."""
+    """The two sides of a failed equality (or of a `pytest.raises(match=)`), from pytest's or JUnit's
+    message."""
+    m = _RAISES_MATCH.search(text)
+    if m:
+        return ComparedValues(left=m.group("left").strip(), right=m.group("right").strip(), operator="match")
     m = _PYTEST_COMPARE.search(text)
     if m:
         return ComparedValues(left=m.group("left").strip(), right=m.group("right").strip())
@@ -378,8 +398,9 @@ def _kind(value: str) -> str | None:
 
 
 def _drift_shape(compared: ComparedValues) -> bool:
-    """An equality between two literal values of the same kind that differ."""
-    if compared.operator != "==" or compared.left.strip() == compared.right.strip():
+    """An equality between two literal values of the same kind that differ, or an expected message
+    pattern that no longer matches the message (both strings)."""
+    if compared.operator not in ("==", "match") or compared.left.strip() == compared.right.strip():
         return False
     left, right = _kind(compared.left), _kind(compared.right)
     return left is not None and left == right

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from attrs import field, frozen, validators
+from attrs import evolve, field, frozen, validators
 
 from actors.monitor.classify import Classification, classify, fingerprint
 from actors.monitor.history import Attempts, FlakinessConfig, collapse
@@ -78,8 +78,11 @@ class Failure:
 
     @property
     def evidence(self) -> FailureEvidence:
+        """The runner's evidence, plus the compared values only its message told (for the healer)."""
         failure = self.attempts.failure
-        return failure.evidence if failure is not None and failure.evidence is not None else FailureEvidence()
+        ev = failure.evidence if failure is not None and failure.evidence is not None else FailureEvidence()
+        derived = self.classification.compared
+        return evolve(ev, compared=derived) if derived is not None and ev.compared is None else ev
 
 
 @frozen(kw_only=True)

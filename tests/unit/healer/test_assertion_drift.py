@@ -93,3 +93,53 @@ def test_refuses_when_both_sides_or_neither_side_are_literals(tmp_path: Path) ->
 def test_does_not_apply_without_compared_values() -> None:
     failure = make_failure(FailureClass.ASSERTION_DRIFT, "tests/t.py::test_x", file="tests/t.py", line=2)
     assert not AssertionDrift().applies(failure)
+
+
+RAISES = (
+    "import pytest\n\nfrom shop.cart import check\n\n\n"
+    "def test_check():\n"
+    "    with pytest.raises(ValueError, match='Document is not a Mapping'):\n"
+    "        check(1)\n"
+    "    with pytest.raises(TypeError, match='Document is not a Mapping'):\n"
+    "        check(None)\n"
+)
+
+
+def _raises_failure(line: int, expected: str = "'Document is not a Mapping'",
+                    observed: str = "'Document must be a Mapping'") -> FailureDetected:
+    return make_failure(
+        FailureClass.ASSERTION_DRIFT, "tests/test_cart.py::test_check", exception_type="AssertionError",
+        message=f"AssertionError: Regex pattern did not match.\n  Expected regex: {expected}\n"
+                f"  Actual message: {observed}",
+        file="tests/test_cart.py", line=line, compared=ComparedValues(left=observed, right=expected, operator="match"),
+    )
+
+
+def test_the_match_pattern_of_the_failing_raises_block_becomes_the_new_message(tmp_path: Path) -> None:
+    # Given two raises blocks expecting the same old message, and the second one failed
+    ws = make_workspace(tmp_path, {"shop/cart.py": "def check(x):\n    pass\n", "tests/test_cart.py": RAISES})
+    strategy = AssertionDrift()
+    failure = _raises_failure(line=9)
+    assert strategy.applies(failure)
+    [proposal] = strategy.propose(failure, ws)
+    # Then only that block's pattern changes, in the same quotes, and a human must approve it
+    second = RAISES.index("match=", RAISES.index("TypeError"))
+    want = RAISES[:second] + RAISES[second:].replace("'Document is not a Mapping'", "'Document must be a Mapping'", 1)
+    assert apply(ws, proposal) == {"tests/test_cart.py": want}
+    assert proposal.needs_approval and proposal.confidence < 0.5
+
+
+def test_a_new_message_with_regex_syntax_is_escaped_so_that_the_pattern_matches_it(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"shop/cart.py": "def check(x):\n    pass\n", "tests/test_cart.py": RAISES})
+    [proposal] = AssertionDrift().propose(_raises_failure(line=7, observed="'Document (1) must be a Mapping.'"), ws)
+    after = apply(ws, proposal)["tests/test_cart.py"]
+    assert "match='Document \\\\(1\\\\) must be a Mapping\\\\.'" in after
+
+
+def test_no_proposal_when_the_evidence_does_not_describe_the_test(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"shop/cart.py": "def check(x):\n    pass\n", "tests/test_cart.py": RAISES})
+    strategy = AssertionDrift()
+    # a pattern the test does not hold, a line outside every raises block, and a pattern that matches
+    assert strategy.propose(_raises_failure(line=7, expected="'Something else'"), ws) == []
+    assert strategy.propose(_raises_failure(line=4), ws) == []
+    assert strategy.propose(_raises_failure(line=7, observed="'Document is not a Mapping at all'"), ws) == []

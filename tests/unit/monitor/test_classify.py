@@ -136,6 +136,26 @@ def test_each_class_from_realistic_evidence(case: str) -> None:
     assert len(found.fingerprint) == 16 and int(found.fingerprint, 16) >= 0
 
 
+@pytest.mark.parametrize("message", [
+    # pytest 8.4 and later
+    "Regex pattern did not match.\n  Expected regex: 'Document is not a Mapping'\n"
+    "  Actual message: 'Document must be a Mapping'",
+    # earlier pytest
+    "Regex pattern did not match.\n Regex: 'Document is not a Mapping'\n Input: 'Document must be a Mapping'",
+])
+def test_a_raises_pattern_that_no_longer_matches_is_assertion_drift_with_both_sides(message: str) -> None:
+    found = classify(failing(exception_type="AssertionError", message=message, file="tests/test_db.py", line=9))
+    assert found.category is C.ASSERTION_DRIFT, found.reason
+    assert found.compared == ComparedValues(left="'Document must be a Mapping'", right="'Document is not a Mapping'",
+                                            operator="match")
+
+
+def test_an_exception_that_was_not_raised_is_not_drift() -> None:
+    found = classify(failing(exception_type="Failed", message="DID NOT RAISE <class 'ValueError'>",
+                             file="tests/test_db.py", line=9))
+    assert found.category is not C.ASSERTION_DRIFT and found.compared is None
+
+
 def test_an_error_outcome_without_evidence_is_unknown() -> None:
     found = classify(TestResult(test_id=TEST_ID, outcome=Outcome.ERROR))
     assert found.category is C.UNKNOWN
@@ -168,6 +188,19 @@ def test_fingerprint_is_stable_across_runs_of_the_same_cause() -> None:
     second = classify(run("/tmp", "0x7f99bb34", "9c1b2e8a-0000-4bbb-8ccc-123456789abc", 14))
     # Then their fingerprints are equal
     assert first.fingerprint == second.fingerprint
+
+
+def test_instances_of_a_parametrized_test_failing_for_one_cause_share_a_fingerprint() -> None:
+    # Given the instances of one parametrized test, failing with the same error
+    ev = dict(exception_type="AttributeError", message="module 'inflection' has no attribute 'ordinal'")
+    ids = ["tests/test_infl.py::test_ordinal[1-st]", "tests/test_infl.py::test_ordinal[2-nd]",
+           "tests/test_infl.py::test_ordinal[foo[bar]]"]
+    # Then they are one failure (one repair); another test, or another cause, is not
+    prints = {classify(failing(test_id=t, **ev)).fingerprint for t in ids}
+    assert len(prints) == 1
+    assert classify(failing(test_id="tests/test_infl.py::test_ordinalize[1]", **ev)).fingerprint not in prints
+    other = {**ev, "message": "module 'inflection' has no attribute 'camelize'"}
+    assert classify(failing(test_id=ids[0], **other)).fingerprint not in prints
 
 
 def test_fingerprint_differs_across_causes_and_tests() -> None:
