@@ -11,6 +11,7 @@ Blocking: call it through `anyio.to_thread.run_sync` from async code.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -65,13 +66,16 @@ def run_tests(
     timeout_s: float = 600.0,
     memory_mb: int | None = None,
     extra_args: Sequence[str] = (),
+    inherit_env: bool = True,
 ) -> TestRun:
     """Run `test_cmd` in `workspace` and return its results.
 
     `test_cmd` is split like a shell would (no shell runs); `extra_args`, then the selected `tests` ids,
     are appended. `env` is laid over the current environment. The run gets its own process group, and
     the whole group is killed when it exceeds `timeout_s` (and when it ends, so nothing it started
-    outlives it). `memory_mb` caps each process's address space (RLIMIT_AS).
+    outlives it). `memory_mb` caps each process's address space (RLIMIT_AS). With `inherit_env=False`
+    the run gets this process's environment without its secrets and its own service settings
+    (`scrubbed_environ`): what CARS runs for itself must not hand its credentials to project code.
     """
     root = Path(workspace)
     if not root.is_dir():
@@ -92,8 +96,8 @@ def run_tests(
         with log_path.open("wb") as log:
             try:
                 proc = subprocess.Popen(
-                    argv, cwd=root, env=_environment(env, report_path), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_memory_limit(memory_mb),
+                    argv, cwd=root, env=_environment(env, report_path, inherit_env), stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_memory_limit(memory_mb),
                 )
             except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
                 raise TestRunError(f"cannot start {argv[0]!r}: {exc}") from None
@@ -114,8 +118,24 @@ def run_tests(
     )
 
 
-def _environment(env: Mapping[str, str] | None, report_path: Path) -> dict[str, str]:
-    merged = {**os.environ, **(env or {})}
+#: Variables a test run started by CARS never inherits: CARS's own settings and service credentials,
+#: and anything named like a secret. The environment's own service URLs are passed in `env` instead.
+_PRIVATE_PREFIXES = ("CARS_", "POSTGRES_", "PG", "REDIS_", "MYSQL_", "MONGO", "OTEL_EXPORTER_", "SQLITE_",
+                     "AWS_", "GOOGLE_", "AZURE_", "KUBE")
+_PRIVATE_NAMES = frozenset({"PERSISTENCE_MODULE", "DATABASE_URL", "SSH_AUTH_SOCK", "NETRC"})
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH", re.I)
+
+
+def scrubbed_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` (default: this process's) without secrets and CARS's own service settings."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items()
+            if not k.upper().startswith(_PRIVATE_PREFIXES) and k.upper() not in _PRIVATE_NAMES
+            and not _SECRET_NAME.search(k)}
+
+
+def _environment(env: Mapping[str, str] | None, report_path: Path, inherit: bool = True) -> dict[str, str]:
+    merged = {**(os.environ if inherit else scrubbed_environ()), **(env or {})}
     merged["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_DIR), merged.get("PYTHONPATH", "")) if p)
     plugins = [p for p in merged.get("PYTEST_PLUGINS", "").split(",") if p.strip()]
     merged["PYTEST_PLUGINS"] = ",".join([*plugins, PLUGIN_MODULE] if PLUGIN_MODULE not in plugins else plugins)

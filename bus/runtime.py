@@ -277,7 +277,7 @@ class Platform:
 
     def validator_deps(self) -> validator.ValidatorDeps:
         return validator.ValidatorDeps(aggregates=self.aggregates(), clock=utcnow, publish=self.publish,
-                                       validate=validate_candidate)
+                                       validate=validate_candidate, memory_mb=self.settings.validation_memory_mb)
 
     def provisioner_deps(self) -> provisioner.ProvisionerDeps:
         return provisioner.ProvisionerDeps(aggregates=self.aggregates(), clock=utcnow,
@@ -394,7 +394,9 @@ class Platform:
                 tg.start_soon(provisioner.run_reaper, self.provisioner_deps(), 30.0)
             if "monitor" in self.actors:
                 tg.start_soon(functools.partial(
-                    run_monitoring, self.monitor_deps(), run_tests, self.monitored_projects))
+                    # Project code run by the CARS process: none of its secrets (actors.testrun.scrubbed_environ).
+                    run_monitoring, self.monitor_deps(), functools.partial(run_tests, inherit_env=False),
+                    self.monitored_projects))
             server: _Server | None = None
             if self.api:
                 config = uvicorn.Config(

@@ -58,6 +58,7 @@ VARIABLES: dict[str, str] = {
     "CARS_SERVICE_TIMEOUT_S": "a service silent this long is recorded as lost (default 35)",
     "CARS_RELAY_BATCH": "events the relay publishes per round trip (default 500)",
     "CARS_POLL_MS": "how often the relay and projections look for new events when idle (default 50)",
+    "CARS_VALIDATION_MEMORY_MB": "address space per process of a validation test run, in MiB (default 4096)",
     "CARS_LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
     "CARS_LOG_JSON": "1 for JSON log lines",
     "OTEL_*": "standard OpenTelemetry SDK variables (OTEL_TRACES_EXPORTER=console|otlp|none, ...)",
@@ -84,6 +85,7 @@ class Settings:
     poll_ms: int
     log_level: str
     log_json: bool
+    validation_memory_mb: int = 4096
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +117,7 @@ class Settings:
             poll_ms=_int(env, "CARS_POLL_MS", 50, minimum=1),
             log_level=level,
             log_json=env.get("CARS_LOG_JSON", "") in ("1", "true", "yes"),
+            validation_memory_mb=_int(env, "CARS_VALIDATION_MEMORY_MB", 4096, minimum=64),
         )
 
     def store_env(self) -> dict[str, str]:

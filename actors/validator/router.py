@@ -48,7 +48,7 @@ class Validate(Protocol):
     """`actors.validator.validate.validate_candidate` (blocking)."""
 
     def __call__(self, workspace: Path, *, patch: str, test_id: str, test_cmd: str, reruns: int,
-                 env: Mapping[str, str], quarantine: bool) -> Verdict: ...
+                 env: Mapping[str, str], quarantine: bool, memory_mb: int | None) -> Verdict: ...
 
 
 @frozen(kw_only=True)
@@ -57,6 +57,7 @@ class ValidatorDeps:
     clock: Clock
     publish: Callable[[Envelope[Any]], Awaitable[Any]]  # commands to cars.commands
     validate: Validate  # blocking
+    memory_mb: int | None = None  # per process of a validation run (RLIMIT_AS); None: no limit
 
 
 def purpose(repair_id: uuid.UUID, candidate_id: uuid.UUID) -> str:
@@ -126,7 +127,7 @@ async def _on_environment(
             test_cmd = (await anyio.to_thread.run_sync(load_project_config, event.workspace)).test_cmd
         verdict = await anyio.to_thread.run_sync(lambda: deps.validate(
             Path(event.workspace), patch=proposal.patch, test_id=request.test_id, test_cmd=test_cmd,
-            reruns=3, env=event.service_urls, quarantine=proposal.quarantine,
+            reruns=3, env=event.service_urls, quarantine=proposal.quarantine, memory_mb=deps.memory_mb,
         ))
         ok, reason, evidence, stale = verdict.ok, verdict.reason, verdict.evidence, verdict.stale
     await deps.aggregates.execute(rid, envelope, lambda h: repairs.record_verdict(

@@ -8,6 +8,7 @@ environment.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ def validate_candidate(
     require_mutation_kill: bool = True,
     env: Mapping[str, str] | None = None,
     keep_applied: bool = False,
+    memory_mb: int | None = None,
     runner: Runner = run_tests,
 ) -> Verdict:
     """Validate `patch` as a repair of the failing test `test_id` in the sandbox `workspace`.
@@ -60,8 +62,12 @@ def validate_candidate(
     still passes with a bug seeded into the code it exercises. With `quarantine=True` (a flaky test
     being labelled, not healed) adding skip/xfail is the point, a skipped rerun counts as a pass, and
     there is no mutation check.
+
+    Every test run here is project code run by CARS: it gets `env` over CARS's environment without its
+    secrets (`actors.testrun.scrubbed_environ`), and each process at most `memory_mb` of address space.
     """
     started = time.monotonic()
+    runner = functools.partial(runner, memory_mb=memory_mb, inherit_env=False)
     ws = Workspace(workspace)
     check = _Check(ws=ws, test_id=test_id, test_cmd=test_cmd, env=env, timeout_s=timeout_s, runner=runner)
     try:

@@ -126,6 +126,36 @@ def test_memory_limit_stops_a_greedy_test(tmp_path: Path) -> None:
     assert result.evidence is not None and result.evidence.exception_type == "MemoryError"
 
 
+def test_a_run_without_inheritance_gets_no_secrets_but_what_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given CARS's own process holds credentials and service settings
+    for name, value in {"CARS_API_TOKEN": "t0ken", "POSTGRES_PASSWORD": "pw", "REDIS_URL": "redis://:pw@h/0",
+                        "MY_SERVICE_SECRET": "s", "GITHUB_TOKEN": "g", "HARMLESS_SETTING": "kept"}.items():
+        monkeypatch.setenv(name, value)
+    root = write_project(tmp_path, {
+        "tests/test_env.py": """
+            import os
+
+            def test_env():
+                leaked = [k for k in ("CARS_API_TOKEN", "POSTGRES_PASSWORD", "MY_SERVICE_SECRET", "GITHUB_TOKEN")
+                          if k in os.environ]
+                assert leaked == []
+                assert os.environ["REDIS_URL"] == "redis://127.0.0.1:1/0"  # the environment's own service
+                assert os.environ["HARMLESS_SETTING"] == "kept" and os.environ["PATH"]
+        """,
+    })
+    # When a run is started without inheriting, with the environment's service URL
+    run = run_tests(root, PYTEST, env={**ISOLATED, "REDIS_URL": "redis://127.0.0.1:1/0"}, timeout_s=60,
+                    inherit_env=False)
+    # Then the test saw none of the secrets
+    [result] = run.results
+    assert result.outcome is Outcome.PASSED, run.log_tail
+    # And the default (a user's own run, as `cars repair` starts it) inherits everything
+    inherited = run_tests(root, PYTEST, env=ISOLATED, timeout_s=60)
+    assert inherited.results[0].outcome is Outcome.FAILED
+
+
 def test_junit_fallback_when_the_plugin_did_not_report(tmp_path: Path) -> None:
     # Given a pytest run where the CARS plugin is blocked, but a JUnit file is written
     root = write_project(tmp_path, CALC)

@@ -207,3 +207,32 @@ def test_a_rerun_failure_rejects(project: Path) -> None:
     assert "rerun 1 of 3" in verdict.reason
 
 
+
+
+def small_project(root: Path, test_body: str) -> Path:
+    (root / "tests").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    (root / "app.py").write_text("def two():\n    return 2\n")
+    (root / "tests" / "test_two.py").write_text("import os\n\nfrom app import two\n\n\ndef test_two():\n" + test_body)
+    return root
+
+
+def test_validation_runs_see_none_of_the_secrets_of_cars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given CARS runs with an API token, and a test that would notice it
+    monkeypatch.setenv("CARS_API_TOKEN", "t0ken")
+    root = small_project(tmp_path / "p", "    assert 'CARS_API_TOKEN' not in os.environ\n    assert two() == 3\n")
+    patch = patch_of(root, "tests/test_two.py", "two() == 3", "two() == 2")
+    # When the repair is validated, Then its runs did not get the token
+    verdict = validate_candidate(root, patch=patch, test_id="tests/test_two.py::test_two", test_cmd=TEST_CMD,
+                                 reruns=1, env=ENV)
+    assert verdict.ok, verdict.reason
+
+
+def test_validation_runs_are_memory_limited(tmp_path: Path) -> None:
+    # Given a repaired test that allocates 1 GiB
+    root = small_project(tmp_path / "p", "    block = bytearray(1024 ** 3)\n    assert block and two() == 3\n")
+    patch = patch_of(root, "tests/test_two.py", "two() == 3", "two() == 2")
+    # When it is validated with 256 MiB per process, Then its reruns fail: rejected
+    verdict = validate_candidate(root, patch=patch, test_id="tests/test_two.py::test_two", test_cmd=TEST_CMD,
+                                 reruns=1, env=ENV, memory_mb=256)
+    assert not verdict.ok and "MemoryError" in verdict.evidence.log_tail, verdict.reason
