@@ -1,7 +1,7 @@
 """CARS pytest plugin: writes one JSON report of a test session, with failure evidence.
 
-A standalone file: it imports only the standard library and pytest, so it can be loaded into any
-project's Python environment (``PYTHONPATH=<this folder> PYTEST_PLUGINS=cars_pytest``).
+Standalone: it imports only the standard library, pytest and its sibling ``cars_locators``, so it can be
+loaded into any project's Python environment (``PYTHONPATH=<this folder> PYTEST_PLUGINS=cars_pytest``).
 
 It is inert unless ``--cars-report=PATH`` is given or the ``CARS_REPORT`` environment variable is set.
 Then, at session end, it writes (atomically) to PATH::
@@ -19,6 +19,10 @@ Quarantine: whenever the plugin is loaded (with or without a report), the tests 
 quarantine file (``.cars-quarantine`` at the rootdir, or ``CARS_QUARANTINE_FILE``; one test id per line,
 ``#`` comments) are skipped with the reason "quarantined by CARS". Load the plugin in CI
 (``-p cars_pytest``) for the quarantine CARS writes to take effect there too.
+
+Last-good locators: whenever the plugin is loaded, a passing test with a Playwright ``page`` records
+what each selector it used matched, for the ``locator_drift`` strategy (``cars_locators``;
+``CARS_LOCATORS=0`` turns it off).
 
 Nothing here may break the user's test run: evidence gathering never raises.
 """
@@ -39,6 +43,11 @@ try:  # public since pytest 7
     from pytest import CollectReport
 except ImportError:  # pragma: no cover
     from _pytest.reports import CollectReport
+
+try:  # the sibling module, when this folder is on the path (it always is when CARS runs the tests)
+    import cars_locators
+except ImportError:  # pragma: no cover
+    cars_locators = None
 
 FORMAT = "cars-pytest"
 VERSION = 1
@@ -426,6 +435,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if cars_locators is not None and cars_locators.enabled():
+        rootdir = str(getattr(config, "rootpath", None) or getattr(config, "rootdir", "") or os.getcwd())
+        config.pluginmanager.register(cars_locators.LocatorRecorder(rootdir), "cars-locators")
     path = config.getoption("cars_report", None) or os.environ.get("CARS_REPORT")
     if not path:
         return
