@@ -7,6 +7,10 @@
 - `total() missing 1 required positional argument: 'items'`: when the function also takes
   `**kwargs`, an old keyword is swallowed silently instead of failing as unexpected. A keyword the
   test passes that is no longer a named parameter is mapped to the missing one.
+- `'create_dirs' is an invalid keyword argument for open()` (or an unexpected keyword named by a
+  function the test does not call): the function the test calls took the old keyword into its
+  `**kwargs` and handed it on. The test's calls that pass that keyword name the function; its current
+  named parameters give the candidates.
 
 Only the keyword at the call sites of that function inside the failing function is renamed.
 """
@@ -34,6 +38,7 @@ from contracts.failures import FailureDetected
 from contracts.values import FailureClass
 
 UNEXPECTED = re.compile(r"([\w.]+)\(\) got an unexpected keyword argument '([A-Za-z_]\w*)'")
+INVALID = re.compile(r"'([A-Za-z_]\w*)' is an invalid keyword argument for")
 MISSING = re.compile(r"([\w.]+)\(\) missing \d+ required (?:positional|keyword-only) arguments?: (.+)")
 MAX_CANDIDATES = 3
 _SELF = frozenset({"self", "cls"})
@@ -46,10 +51,20 @@ class SignatureDrift:
 
     def applies(self, failure: FailureDetected) -> bool:
         text = failure_text(failure)
-        matched = UNEXPECTED.search(text) or MISSING.search(text)
+        matched = UNEXPECTED.search(text) or MISSING.search(text) or INVALID.search(text)
         return failure.category is FailureClass.SIGNATURE_DRIFT and matched is not None
 
     def propose(self, failure: FailureDetected, workspace: Workspace) -> list[Proposal]:
+        found = self._direct(failure, workspace)
+        if found:
+            return found
+        text = failure_text(failure)
+        m = UNEXPECTED.search(text)
+        old = m.group(2) if m else (n.group(1) if (n := INVALID.search(text)) else None)
+        return self._swallowed(failure, workspace, old) if old else []
+
+    def _direct(self, failure: FailureDetected, workspace: Workspace) -> list[Proposal]:
+        """The function the message names is the one the test calls."""
         text = failure_text(failure)
         index = index_for(workspace)
         if m := UNEXPECTED.search(text):
@@ -80,6 +95,30 @@ class SignatureDrift:
             if proposals:
                 break
         return proposals[:MAX_CANDIDATES]
+
+    def _swallowed(self, failure: FailureDetected, workspace: Workspace, old: str) -> list[Proposal]:
+        """The test passes `old=` to a function that took it into `**kwargs` and handed it on."""
+        index = index_for(workspace)
+        proposals: list[Proposal] = []
+        for path, source in failing_sources(failure, workspace):
+            span = _span(failure, workspace, path, source)
+            for callee in _callees_passing(source, old, span):
+                qualname = f"{callee}.__init__" if index.find_classes(callee) else callee
+                _, keywords = _callee_and_keywords(index, workspace, qualname)
+                passed = _passed_keywords(source, callee, span)
+                if old in keywords:
+                    continue  # it still takes `old`: the keyword is not what changed
+                for new, confidence, why in _rank(workspace, callee, old, [k for k in keywords if k not in passed]):
+                    edit = edit_test_file(workspace, path, source, rename_keyword(source, callee, old, new, span=span))
+                    if edit is not None:
+                        proposals.append(Proposal(
+                            strategy=self.name, confidence=round(confidence * 0.9, 3), edits=(edit,),
+                            explanation=f"`{qualname}()` took `{old}=` into its **kwargs and passed it on, where "
+                                        f"it is not a parameter any more; {why}",
+                        ))
+            if proposals:
+                break
+        return sorted(proposals, key=lambda p: -p.confidence)[:MAX_CANDIDATES]
 
     def _absorbed(
         self, failure: FailureDetected, workspace: Workspace, callee: str, named: set[str], missing: str
@@ -137,6 +176,22 @@ def _span(failure: FailureDetected, workspace: Workspace, path: str, source: str
     if site is not None and site.path == path and site.function is not None:
         return site.span
     return None
+
+
+def _callees_passing(source: str, keyword: str, span: tuple[int, int] | None) -> list[str]:
+    """Names of the functions called with `keyword=` within `span`, in source order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    found: dict[str, None] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or (span and not span[0] <= node.lineno <= span[1]):
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+        if name and any(k.arg == keyword for k in node.keywords):
+            found[name] = None
+    return list(found)
 
 
 def _passed_keywords(source: str, callee: str, span: tuple[int, int] | None) -> set[str]:

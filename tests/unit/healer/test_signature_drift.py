@@ -112,3 +112,43 @@ def test_only_signature_drift_failures_apply() -> None:
         FailureClass.ASSERTION_DRIFT, "tests/t.py::test_x", message="f() got an unexpected keyword argument 'a'"
     )
     assert not SignatureDrift().applies(failure)
+
+
+STORAGE = (
+    "class Storage:\n"
+    "    def __init__(self, path, make_dirs=False, encoding=None, **kwargs):\n"
+    "        self.handle = open(path, 'a', encoding=encoding, **kwargs)\n"
+)
+STORAGE_TEST = (
+    "from db.storage import Storage\n\n\n"
+    "def test_create(tmp_path):\n    s = Storage(str(tmp_path / 'x'), create_dirs=True, encoding='utf-8')\n"
+    "    assert s.handle\n"
+)
+
+
+def test_a_keyword_swallowed_by_kwargs_and_refused_deeper_maps_to_the_callees_parameter(tmp_path: Path) -> None:
+    # Given Storage's `create_dirs` became `make_dirs`; the old keyword went into **kwargs, on to open()
+    ws = make_workspace(tmp_path, {"db/storage.py": STORAGE, "tests/test_storage.py": STORAGE_TEST})
+    failure = make_failure(
+        FailureClass.SIGNATURE_DRIFT, "tests/test_storage.py::test_create", exception_type="TypeError",
+        message="TypeError: 'create_dirs' is an invalid keyword argument for open()",
+        file="tests/test_storage.py", line=5,
+    )
+    strategy = SignatureDrift()
+    assert strategy.applies(failure)
+    proposals = strategy.propose(failure, ws)
+    # Then the test's call passes the parameter Storage takes now (not `encoding`, passed already)
+    assert apply(ws, proposals[0]) == {"tests/test_storage.py": STORAGE_TEST.replace("create_dirs=", "make_dirs=")}
+    assert all("encoding=True" not in p.edits[0].after for p in proposals)
+    assert "**kwargs" in proposals[0].explanation
+
+
+def test_a_keyword_the_callee_still_takes_is_not_renamed(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"db/storage.py": STORAGE.replace("make_dirs", "create_dirs"),
+                                   "tests/test_storage.py": STORAGE_TEST})
+    failure = make_failure(
+        FailureClass.SIGNATURE_DRIFT, "tests/test_storage.py::test_create", exception_type="TypeError",
+        message="TypeError: 'create_dirs' is an invalid keyword argument for open()",
+        file="tests/test_storage.py", line=5,
+    )
+    assert SignatureDrift().propose(failure, ws) == []

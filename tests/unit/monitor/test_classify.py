@@ -156,6 +156,30 @@ def test_an_exception_that_was_not_raised_is_not_drift() -> None:
     assert found.category is not C.ASSERTION_DRIFT and found.compared is None
 
 
+SWALLOWED = """    def test_create(tmp_path):
+>       s = Storage(str(tmp_path / "x"), create_dirs=True)
+
+tests/test_storage.py:5:
+    def __init__(self, path, make_dirs=False, **kwargs):
+>       self.handle = open(path, "a", **kwargs)
+E       TypeError: 'create_dirs' is an invalid keyword argument for open()
+
+db/storage.py:3: TypeError"""
+
+
+def test_a_keyword_the_test_passes_refused_inside_the_code_is_signature_drift() -> None:
+    # Given the code took the test's old keyword into **kwargs and open() refused it
+    message = "'create_dirs' is an invalid keyword argument for open()"
+    found = classify(failing(exception_type="TypeError", message=message, traceback=SWALLOWED,
+                             file="tests/test_storage.py", line=5, failing_frame="db/storage.py:3 in __init__"))
+    assert found.category is C.SIGNATURE_DRIFT, found.reason
+    # But when the test's own line does not pass that keyword, the code is what is wrong
+    mine = SWALLOWED.replace("create_dirs=True", "True")
+    found = classify(failing(exception_type="TypeError", message=message, traceback=mine,
+                             file="tests/test_storage.py", line=5, failing_frame="db/storage.py:3 in __init__"))
+    assert found.category is C.PRODUCT_REGRESSION, found.reason
+
+
 def test_an_error_outcome_without_evidence_is_unknown() -> None:
     found = classify(TestResult(test_id=TEST_ID, outcome=Outcome.ERROR))
     assert found.category is C.UNKNOWN
