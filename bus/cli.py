@@ -55,6 +55,9 @@ def up(
         str | None, typer.Option(help="Address of the HTTP API [default: CARS_HTTP_HOST or 127.0.0.1]")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port of the HTTP API [default: CARS_HTTP_PORT or 8080]")] = None,
+    actors: Annotated[str, typer.Option(
+        help="Actors to run in this process: comma-separated, `all`, or `none` (only the API, the relay and "
+             "the projections, with the actors in `cars worker` processes)")] = "all",
 ) -> None:
     """Run the whole platform in one process: every actor, the relay, the projections and the HTTP API.
 
@@ -63,6 +66,10 @@ def up(
     """
     from bus import runtime
 
+    try:
+        names = [] if actors.strip() == "none" else runtime.parse_actors(actors)
+    except ValueError as exc:
+        _fail(str(exc))
     settings = _settings(CARS_HTTP_HOST=host or "", CARS_HTTP_PORT=str(port) if port is not None else "")
     _setup_logging(settings)
 
@@ -81,7 +88,7 @@ def up(
         )
 
     _run(runtime.run_until_signal(
-        settings, actors=list(runtime.ACTORS), role="platform", api=True, relay=True, projections=True,
+        settings, actors=names, role="platform", api=True, relay=True, projections=True,
         on_ready=ready,
     ))
 
@@ -107,6 +114,28 @@ def worker(
         _fail(str(exc))
     settings = _settings(REDIS_URL=url)
     _run(runtime.run_until_signal(settings, actors=names, role="worker", api=False, relay=False, projections=False))
+
+
+@app.command()
+def probe() -> None:
+    """Exit 0 when this container's CARS process (`cars worker` or `cars up`) is alive, else 1.
+
+    For liveness and readiness probes of workers, which have no HTTP port: a live process keeps its
+    presence key in Redis fresh (every CARS_HEARTBEAT_S). The process is the one named by CARS_CONSUMER
+    when set, else a `<hostname>-<pid>` process running here.
+    """
+    import os
+
+    from bus.embedded import running_bus_url
+    from bus.probe import ProbeFailed
+    from bus.probe import probe as probe_presence
+
+    settings = _settings()
+    try:
+        alive = probe_presence(running_bus_url(settings), os.environ)
+    except (ProbeFailed, RuntimeError) as exc:
+        _fail(str(exc), code=1)
+    typer.echo(f"alive: {alive}")
 
 
 def _run(coro: Any) -> None:

@@ -138,6 +138,8 @@ class StreamConsumer:
             return
         await msg.ack()
         self.processed += 1
+        log.debug("handled", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
+                                    "type": envelope.type, "consumer": self.config.consumer, "reclaimed": reclaimed})
         if reclaimed:
             await redis.hdel(errors_key(self.stream, self.group), entry_id)
 
@@ -202,8 +204,12 @@ def subscribe(
         client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config
     )
 
+    # One entry per read (XREADGROUP COUNT 1): without a count, the first consumer to read takes every
+    # entry waiting (a relay batch, a burst of runs) and works through them alone while the other
+    # consumers of the group idle. The next entry goes to whichever consumer asks next.
     @router.subscriber(
-        stream=StreamSub(stream, group=group, consumer=config.consumer, polling_interval=config.polling_ms),
+        stream=StreamSub(stream, group=group, consumer=config.consumer, polling_interval=config.polling_ms,
+                         max_records=1),
         parser=wire_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL, title=f"{title}:{stream}",
     )
     async def fresh(body: Any, msg: RedisStreamMessage) -> None:

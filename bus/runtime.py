@@ -387,8 +387,10 @@ class Platform:
             if self.relay:
                 tg.start_soon(Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch).run,
                               None, s.poll_ms / 1000)
-            if "registry" in self.actors and self.projections:
-                # The sweep reads the services view, which only a process running projections has.
+            if "registry" in self.actors and (self.projections or s.store == "postgres"):
+                # The sweep reads the services view: kept by this process's projections, or, on
+                # PostgreSQL, by the process that runs them (`cars up --actors none`) in the shared
+                # database. Every registry process sweeps; the same silence gives one service.lost.
                 tg.start_soon(registry.run_sweeps, self.registry_deps(), s.heartbeat_s)
             if "provisioner" in self.actors:
                 tg.start_soon(provisioner.run_reaper, self.provisioner_deps(), 30.0)

@@ -10,9 +10,10 @@ The store is blocking (sqlite3/psycopg): async callers go through `anyio.to_thre
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -101,14 +102,37 @@ def ensure_postgres_schema(env: dict[str, str]) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
 
 
+@contextlib.contextmanager
+def _one_at_a_time(env: dict[str, str]) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock while the store's schema and tables are created.
+
+    Processes started together on a fresh database (a deployment's pods, `cars worker`s) would race
+    through eventsourcing's CREATE TABLE IF NOT EXISTS, and PostgreSQL fails all but one of them with
+    "tuple concurrently updated". SQLite needs nothing: its writers already run one at a time.
+    """
+    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        yield
+        return
+    import psycopg
+
+    key = "cars-event-store:" + env.get("POSTGRES_SCHEMA", "")
+    with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
 class EventStore:
     """Append-only streams of envelopes, plus the notification log that orders all of them."""
 
     def __init__(self, env: dict[str, str], name: str = "cars") -> None:
-        if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" and env.get("POSTGRES_SCHEMA"):
-            ensure_postgres_schema(env)
-        self.factory = InfrastructureFactory.construct(env=Environment(name, env))
-        self.recorder: ApplicationRecorder = self.factory.application_recorder()
+        with _one_at_a_time(env):
+            if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" and env.get("POSTGRES_SCHEMA"):
+                ensure_postgres_schema(env)
+            self.factory = InfrastructureFactory.construct(env=Environment(name, env))
+            self.recorder: ApplicationRecorder = self.factory.application_recorder()
         self.mapper = ContractMapper(
             transcoder=self.factory.transcoder(),
             compressor=self.factory.compressor(),
