@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
+import anyio.to_thread
 import pytest
 import yaml
 from kubernetes_asyncio import client
@@ -31,8 +32,10 @@ from actors.provisioner.backends.kubernetes import (
     WorkspaceTooLarge,
 )
 from actors.provisioner.errors import BackendUnavailable, ProvisionError
+from actors.validator.job_runner import job_runner
+from actors.validator.validate import validate_candidate
 from contracts.environments import EnvironmentFailed
-from contracts.values import Quota, ResourceLimits, ServiceKind, ServiceSpec, TemplateSpec
+from contracts.values import MutationVerdict, Quota, ResourceLimits, ServiceKind, ServiceSpec, TemplateSpec
 from tests.fakes.k8s_apiserver import FakeKubeApiServer
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "rbac.yaml"
@@ -427,3 +430,43 @@ async def test_every_call_of_a_full_lifecycle_is_allowed_by_rbac(
     # and the check is not vacuous: a call outside the role is caught
     assert not_allowed({("", "nodes", "list"), ("", "namespaces", "patch")}) == {
         ("", "nodes", "list"), ("", "namespaces", "patch")}
+
+
+# -- the validator through run_job ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # about five Jobs, each a real pytest run
+async def test_the_validator_judges_a_candidate_through_jobs(
+    fake: FakeKubeApiServer, backend: KubernetesBackend, tmp_path: Path,
+) -> None:
+    # Given a project whose test uses a renamed function, in a kubernetes environment
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    (repo / "conftest.py").write_text("")
+    (repo / "calc.py").write_text("def total(a, b):\n    return a + b\n")
+    (repo / "test_calc.py").write_text("from calc import sum_\n\n\ndef test_total():\n    assert sum_(1, 2) == 3\n")
+    env_id = uuid.uuid4()
+    made = await backend.create(env_id, template=redis_template(), repo_path=str(repo), ttl_s=600, labels={})
+    patch = (
+        "--- a/test_calc.py\n+++ b/test_calc.py\n@@ -1,5 +1,5 @@\n-from calc import sum_\n+from calc import total\n"
+        " \n \n def test_total():\n-    assert sum_(1, 2) == 3\n+    assert total(1, 2) == 3\n"
+    )
+    runner = job_runner(backend, env_id, python=sys.executable)
+
+    # When the validator checks the repair, every test run going through run_job
+    jobs_before = sum(1 for c in fake.calls if c == ("batch", "jobs", "create"))
+    verdict = await anyio.to_thread.run_sync(lambda: validate_candidate(
+        made.workspace, patch=patch, test_id="test_calc.py::test_total",
+        test_cmd=f"{sys.executable} -m pytest -q -p no:cacheprovider", reruns=2, env=made.env, timeout_s=60,
+        runner=runner,
+    ))
+
+    # Then it is validated on the evidence the Jobs sent back (the plugin's report rode on the logs)
+    assert verdict.ok, verdict.reason
+    assert (verdict.evidence.reruns, verdict.evidence.passes) == (2, 2)
+    assert verdict.evidence.collected_before == 0 and verdict.evidence.collected_after == 1
+    assert verdict.evidence.mutation is MutationVerdict.PASSED
+    jobs = sum(1 for c in fake.calls if c == ("batch", "jobs", "create")) - jobs_before
+    assert jobs >= 4  # baseline, two reruns, the module after, the mutant
+    # and the local workspace is as it was (the candidate was not kept)
+    assert "sum_" in (Path(made.workspace) / "test_calc.py").read_text()

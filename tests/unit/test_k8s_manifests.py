@@ -8,12 +8,14 @@ import datetime as dt
 import io
 import tarfile
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
 
 from actors.provisioner.backends import k8s_manifests as m
 from actors.provisioner.backends.kubernetes import _environment_manifests, pack_workspace
+from actors.validator.job_runner import BEGIN, END, split_report
 from contracts.values import Quota, ResourceLimits, ServiceKind, ServiceSpec, TemplateSpec
 from tests.fakes.k8s_apiserver import ManifestInvalid, strict_check
 
@@ -163,3 +165,13 @@ def test_pack_workspace_leaves_out_caches_and_keeps_paths_relative(tmp_path: Pat
     (tmp_path / ".venv" / "big").write_bytes(b"0" * 1000)
     with tarfile.open(fileobj=io.BytesIO(pack_workspace(tmp_path)), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["pkg/mod.py"]
+
+
+def test_the_report_is_split_from_the_logs_of_a_job() -> None:
+    report = b'{"collected": 1, "results": []}'
+    encoded = base64.b64encode(zlib.compress(report)).decode()
+    logs = f"1 passed\n\n{BEGIN}\n{encoded}\n{END}\n"
+    assert split_report(logs) == ("1 passed\n", report)
+    assert split_report("no report here\n") == ("no report here\n", None)
+    cut = f"out\n{BEGIN}\n{encoded[:10]}"  # the logs were cut off before the end marker
+    assert split_report(cut) == (cut, None)

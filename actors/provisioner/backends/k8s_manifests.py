@@ -33,6 +33,7 @@ LABEL_EXPIRES = "cars.dev/expires-at"  # Unix seconds: label values may not hold
 LABEL_PREFIX = "cars.dev/"
 ANNOTATION_EXPIRES = "cars.dev/expires-at-iso"
 ANNOTATION_TEMPLATE = "cars.dev/template"
+ANNOTATION_RUNNER = "cars.dev/runner-image"  # the template's test-runner image, for the Jobs
 LABEL_SERVICE = "cars.dev/service"
 LABEL_RUN = "cars.dev/run"
 ENV_SECRET = "cars-environment"
@@ -125,6 +126,7 @@ def namespace(
             "annotations": {
                 ANNOTATION_EXPIRES: expires_at.astimezone(dt.UTC).isoformat(),
                 ANNOTATION_TEMPLATE: f"{template.name}@{template.version}",
+                ANNOTATION_RUNNER: template.runner_image,
             },
         },
     }
@@ -340,7 +342,8 @@ def job(
 
 
 __all__ = [
-    "ANNOTATION_EXPIRES", "ENV_SECRET", "LABEL_ENV_ID", "LABEL_EXPIRES", "LABEL_RUN", "LABEL_SERVICE", "MANAGED_BY",
+    "ANNOTATION_EXPIRES", "ANNOTATION_RUNNER",
+    "ENV_SECRET", "LABEL_ENV_ID", "LABEL_EXPIRES", "LABEL_RUN", "LABEL_SERVICE", "MANAGED_BY",
     "MANAGED_SELECTOR", "MANAGER", "MAX_OBJECT_DATA_BYTES", "RUN_CONTAINER", "Manifest", "ManifestError",
     "deployment", "dns_label", "env_id_of", "env_secret", "expiry_of", "image_ref", "job", "label_value",
     "limit_range", "namespace", "namespace_name", "network_policy", "resource_quota", "selector", "service",

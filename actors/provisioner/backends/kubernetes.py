@@ -54,7 +54,7 @@ from contracts.values import ResourceLimits, TemplateSpec
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT_S = 120.0
-LOG_TAIL_CHARS = 64 * 1024
+LOG_TAIL_CHARS = 4 * 1024 * 1024  # a test run's output, with the CARS report the validator reads from it
 
 
 class QuotaExceeded(ProvisionError):
@@ -187,9 +187,11 @@ class KubernetesBackend:
             workspace = await anyio.to_thread.run_sync(self._make_sandbox, env_id, repo_path)
         except BackendUnavailable:
             raise  # the namespace (if any) carries its expiry: a retry finishes it, or the reaper removes it
-        except BaseException as exc:
+        except Exception as exc:
+            # (Not on cancellation: a worker shutting down leaves the namespace, with its expiry, to the
+            # redelivered request or the reaper.)
             await self._cleanup_after_failure(env_id)
-            if isinstance(exc, ProvisionError) or not isinstance(exc, Exception):
+            if isinstance(exc, ProvisionError):
                 raise
             raise ProvisionError(f"creating environment {env_id} failed: {type(exc).__name__}: {exc}") from exc
         variables = m.service_env(template, ns)
@@ -236,12 +238,15 @@ class KubernetesBackend:
                 raise _provision_error(what, exc) from exc
 
     async def _wait_services_ready(self, ns: str, template: TemplateSpec) -> None:
+        """Every service's Deployment ready, all within one `ready_timeout_s`."""
         _, apps, _, _ = await self._apis()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.tuning.ready_timeout_s
         for svc in template.services:
             try:
                 await self._wait_for(
                     f"deployment {ns}/{svc.name}", apps.list_namespaced_deployment, ns, name=svc.name,
-                    done=_deployment_ready, timeout_s=self.tuning.ready_timeout_s,
+                    done=_deployment_ready, timeout_s=deadline - loop.time(),
                 )
             except TimeoutError:
                 raise ServiceNotReady(
@@ -326,28 +331,32 @@ class KubernetesBackend:
 
     async def run_job(
         self, env_id: uuid.UUID, *, workspace: Path, command: Sequence[str], env: Mapping[str, str],
-        timeout_s: float, runner_image: str = "python:3.11-slim",
+        timeout_s: float, runner_image: str | None = None, extra_files: Mapping[str, bytes] | None = None,
     ) -> JobResult:
-        """Run `command` in the runner image on a copy of `workspace`, in the environment's namespace.
+        """Run `command` in the runner image (by default the template's, kept on the namespace) on a copy
+        of `workspace`, in the environment's namespace.
 
         The exit code is the run container's; the logs are its output (the unpack step's too when that
-        failed). The Job and its Secret are deleted afterwards.
+        failed). `extra_files` (relative path -> content) are added to the shipped copy, not to
+        `workspace`. The Job and its Secret are deleted afterwards.
         """
         ns = m.namespace_name(env_id)
-        archive = await anyio.to_thread.run_sync(pack_workspace, Path(workspace))
+        archive = await anyio.to_thread.run_sync(pack_workspace, Path(workspace), extra_files or {})
         if len(archive) > m.MAX_OBJECT_DATA_BYTES:
             raise WorkspaceTooLarge(
                 f"the workspace {workspace} is {len(archive)} bytes as tar.gz; the kubernetes backend ships a "
                 f"workspace in one Secret, which holds at most {m.MAX_OBJECT_DATA_BYTES} bytes"
             )
         name = f"cars-run-{uuid.uuid4().hex[:12]}"
+        core, _, batch, _ = await self._apis()
+        if runner_image is None:
+            runner_image = await self._runner_image(core, ns)
         try:
             secret = m.workspace_secret(name, archive)
             job = m.job(name, runner_image=runner_image, command=command, env=env, archive_secret=name,
                         timeout_s=timeout_s, resources=self.tuning.runner_resources)
         except m.ManifestError as exc:
             raise ProvisionError(f"test run in {ns}: {exc}") from exc
-        core, _, batch, _ = await self._apis()
         await self._create_in(ns, secret)
         try:
             await self._create_in(ns, job)
@@ -362,6 +371,16 @@ class KubernetesBackend:
         finally:
             await self._delete_quietly(f"job {ns}/{name}", batch.delete_namespaced_job, name, ns)
             await self._delete_quietly(f"secret {ns}/{name}", core.delete_namespaced_secret, name, ns)
+
+    async def _runner_image(self, core: Any, ns: str) -> str:
+        try:
+            found = await self.guard.call(f"read namespace {ns}", core.read_namespace, ns)
+        except ApiException as exc:
+            raise _provision_error(f"read namespace {ns}", exc) from exc
+        image = (found.metadata.annotations or {}).get(m.ANNOTATION_RUNNER)
+        if not image:
+            raise ProvisionError(f"namespace {ns} names no runner image ({m.ANNOTATION_RUNNER}); pass runner_image")
+        return str(image)
 
     async def _job_result(self, core: Any, ns: str, name: str, finished: Any) -> JobResult:
         pods = await self.guard.call(f"list pods of job {name}", core.list_namespaced_pod, ns,
@@ -558,8 +577,9 @@ def _skip_dir(name: str) -> bool:
     return name in SKIP_DIRS or name.endswith(".egg-info")
 
 
-def pack_workspace(workspace: Path) -> bytes:
-    """The workspace as tar.gz (paths relative to it, symlinks kept as links, SKIP_DIRS left out)."""
+def pack_workspace(workspace: Path, extra_files: Mapping[str, bytes] | None = None) -> bytes:
+    """The workspace as tar.gz (paths relative to it, symlinks kept as links, SKIP_DIRS left out), plus
+    `extra_files` (relative path -> content)."""
     if not workspace.is_dir():
         raise ProvisionError(f"workspace {workspace} is not a folder")
     buf = io.BytesIO()
@@ -569,6 +589,10 @@ def pack_workspace(workspace: Path) -> bytes:
             for n in sorted(names):
                 path = Path(folder) / n
                 tar.add(path, arcname=path.relative_to(workspace).as_posix(), recursive=False)
+        for rel, content in sorted((extra_files or {}).items()):
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
     return buf.getvalue()
 
 
