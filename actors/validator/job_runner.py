@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import shlex
 import time
 import uuid
 import zlib
@@ -27,7 +26,15 @@ import anyio.from_thread
 
 from actors.monitor.ingest import plugin_results
 from actors.monitor.junit import ReportError
-from actors.testrun import LOG_TAIL_BYTES, MAX_REPORT_BYTES, PLUGIN_DIR, PLUGIN_MODULE, TestRun, TestRunError
+from actors.testrun import (
+    LOG_TAIL_BYTES,
+    MAX_REPORT_BYTES,
+    PLUGIN_DIR,
+    PLUGIN_MODULE,
+    TestRun,
+    TestRunError,
+    command_argv,
+)
 from actors.validator.mutation import Runner
 from contracts.values import TestResult
 
@@ -99,12 +106,7 @@ def job_runner(backend: JobBackend, env_id: uuid.UUID, *, python: str = "python"
         timeout_s: float = 600.0, memory_mb: int | None = None, extra_args: Sequence[str] = (),
     ) -> TestRun:
         # memory_mb: the Job's container has its own memory limit (from the backend's tuning).
-        try:
-            argv = [*shlex.split(test_cmd), *extra_args, *tests]
-        except ValueError as exc:
-            raise TestRunError(f"cannot split test command {test_cmd!r}: {exc}") from None
-        if not argv:
-            raise TestRunError("the test command is empty")
+        argv = command_argv(test_cmd, tests=tests, extra_args=extra_args)
         started = time.monotonic()
         result = anyio.from_thread.run(functools.partial(
             backend.run_job, env_id, workspace=Path(workspace),
