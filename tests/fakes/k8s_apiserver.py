@@ -19,6 +19,7 @@ It is a fake, not an emulator. It models, with the real API's wire shapes:
 - a Deployment "controller": one pod per Deployment, admitted through the quota (a refusal becomes the
   Deployment's ReplicaFailure condition, as the real controllers report it), ready after `ready_delay_s`
   unless its image is in `withhold_images`;
+- outages: `stop()`/`start()` (connection refused, state kept) and `fail_after` (503 ServiceUnavailable);
 - a Job "controller": its pod's containers run FOR REAL as subprocesses on this machine, init containers
   first, with the pod's volumes (emptyDir, secret) as temporary folders: each argument, and the working
   directory, that starts with a mount path is rewritten to that folder. env and envFrom (Secrets) are
@@ -190,6 +191,11 @@ class FakeKubeApiServer:
         self.deletes: list[tuple[str, str, str | None]] = []  # (resource, name, propagationPolicy)
         self.requests = 0
         self.job_workdirs: list[Path] = []
+        #: None: healthy. A number: serve that many more requests, then answer every one 503 (an API server
+        #: whose etcd is gone), until set back to None.
+        self.fail_after: int | None = None
+        self.fail_times: int | None = None  # with fail_after: how many 503s before recovering (None: forever)
+        self.refused = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: TestServer | None = None
         self._port: int | None = None
@@ -222,8 +228,20 @@ class FakeKubeApiServer:
         assert self._port is not None
         return f"http://127.0.0.1:{self._port}"
 
+    @web.middleware
+    async def _faults(self, req: web.Request, handler: Any) -> web.StreamResponse:
+        if self.fail_after is not None:
+            if self.fail_after <= 0 and (self.fail_times is None or self.fail_times > 0):
+                self.refused += 1
+                if self.fail_times is not None:
+                    self.fail_times -= 1
+                return status(503, "ServiceUnavailable", "etcdserver: request timed out")
+            self.fail_after -= 1
+        response: web.StreamResponse = await handler(req)
+        return response
+
     def _make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._faults])
         r = app.router
         r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self._log)
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):

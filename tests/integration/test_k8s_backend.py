@@ -470,3 +470,41 @@ async def test_the_validator_judges_a_candidate_through_jobs(
     assert jobs >= 4  # baseline, two reruns, the module after, the mutant
     # and the local workspace is as it was (the candidate was not kept)
     assert "sum_" in (Path(made.workspace) / "test_calc.py").read_text()
+
+
+async def test_an_outage_in_the_middle_of_a_create_loses_nothing(
+    fake: FakeKubeApiServer, backend: KubernetesBackend,
+) -> None:
+    # Given an API server that fails (503) after the namespace, its quota and its limits are made
+    env_id = uuid.uuid4()
+    ns = m.namespace_name(env_id)
+    fake.fail_after = 3
+
+    # When the environment is requested, it fails as transient, leaving a half-made namespace
+    with pytest.raises(BackendUnavailable, match="answered 503"):
+        await backend.create(env_id, template=redis_template(), repo_path=None, ttl_s=600, labels={})
+    assert ns in fake.namespaces() and fake.objects_of("deployments", ns) == []
+    assert fake.refused >= TUNING.calls.attempts  # the call was retried before giving up
+
+    # When the server recovers and the request is redelivered
+    fake.fail_after = None
+    await asyncio.sleep(TUNING.calls.breaker_reset_s + 0.1)
+    made = await backend.create(env_id, template=redis_template(), repo_path=None, ttl_s=600, labels={})
+
+    # Then the same namespace is completed: every object exactly once, the service ready
+    assert made.service_urls["REDIS_URL"] == f"redis://redis.{ns}.svc:6379/0"
+    for plural in ("resourcequotas", "limitranges", "networkpolicies", "services", "deployments"):
+        assert len(fake.objects_of(plural, ns)) == 1, plural
+    assert fake.objects[("deployments", ns, "redis")]["status"]["readyReplicas"] == 1
+
+
+async def test_a_single_503_is_retried_transparently(fake: FakeKubeApiServer, backend: KubernetesBackend) -> None:
+    # Given an API server that answers one request (the second) with a 503, then recovers
+    env_id = uuid.uuid4()
+    fake.fail_after, fake.fail_times = 1, 1
+
+    # When the environment is created, it succeeds: the retry went through
+    made = await backend.create(env_id, template=redis_template(), repo_path=None, ttl_s=600, labels={})
+    assert fake.refused == 1
+    assert made.service_urls["REDIS_URL"].startswith("redis://")
+    assert await backend.guard.state() == "closed"

@@ -110,8 +110,10 @@ class ApiGuard:
             ) from None
         except Exception as exc:
             if is_transient(exc):
-                raise BackendUnavailable(f"{what}: the Kubernetes API server cannot be reached: "
-                                         f"{type(exc).__name__}: {exc}") from exc
+                detail = f"answered {exc.status} {exc.reason}" if isinstance(exc, ApiException) else (
+                    f"cannot be reached: {type(exc).__name__}: {exc}")
+                raise BackendUnavailable(f"{what}: the Kubernetes API server {detail} "
+                                         f"({policy.attempts} attempts)") from exc
             raise
         raise AssertionError("unreachable: tenacity either returns, or raises")  # pragma: no cover
 
