@@ -104,8 +104,11 @@ def job_runner(backend: JobBackend, env_id: uuid.UUID, *, python: str = "python"
     def run(
         workspace: str | Path, test_cmd: str, *, tests: Sequence[str] = (), env: Mapping[str, str] | None = None,
         timeout_s: float = 600.0, memory_mb: int | None = None, extra_args: Sequence[str] = (),
+        inherit_env: bool = False,
     ) -> TestRun:
         # memory_mb: the Job's container has its own memory limit (from the backend's tuning).
+        # inherit_env: the pod never sees this process's environment, only `env` and the environment's
+        # Secret, so a run in the cluster is always what `inherit_env=False` asks for.
         argv = command_argv(test_cmd, tests=tests, extra_args=extra_args)
         started = time.monotonic()
         result = anyio.from_thread.run(functools.partial(
