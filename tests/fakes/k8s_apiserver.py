@@ -45,6 +45,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -222,6 +223,8 @@ class FakeKubeApiServer:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for folder in self.job_workdirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def url(self) -> str:

@@ -508,3 +508,43 @@ async def test_a_single_503_is_retried_transparently(fake: FakeKubeApiServer, ba
     assert fake.refused == 1
     assert made.service_urls["REDIS_URL"].startswith("redis://")
     assert await backend.guard.state() == "closed"
+
+
+# -- configuration -------------------------------------------------------------------------------------------
+
+
+async def test_a_kubeconfig_context_is_used(
+    fake: FakeKubeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a kubeconfig whose context "fake" points at the fake API server, and no in-cluster variables
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}},
+                     {"name": "other", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}},
+                     {"name": "other", "context": {"cluster": "other", "user": "u"}}],
+    }))
+    backend = KubernetesBackend(tmp_path / "home", kubeconfig=str(kubeconfig), context="fake", tuning=TUNING)
+    try:
+        # When environments are listed, the fake is asked
+        assert await backend.list() == []
+    finally:
+        await backend.aclose()
+    assert ("", "namespaces", "list") in fake.calls
+
+
+async def test_no_configuration_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given neither a kubeconfig nor a service account
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    backend = KubernetesBackend(tmp_path / "home", kubeconfig=str(tmp_path / "missing"), tuning=TUNING)
+    with pytest.raises(ProvisionError, match="no usable Kubernetes configuration"):
+        await backend.list()
+    # and in a pod without the service account token
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    in_pod = KubernetesBackend(tmp_path / "home", tuning=TUNING)
+    with pytest.raises(ProvisionError, match="no usable Kubernetes configuration"):
+        await in_pod.list()

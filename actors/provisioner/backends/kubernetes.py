@@ -119,18 +119,20 @@ class KubernetesBackend:
     """Environments as namespaces in a Kubernetes cluster.
 
     Configuration: `host` (an API server URL, used by the tests), else the in-cluster service account
-    when KUBERNETES_SERVICE_HOST is set, else the kubeconfig ($KUBECONFIG or ~/.kube/config; `context`
-    picks a context). The local sandboxes live under `home/kubernetes/`.
+    when KUBERNETES_SERVICE_HOST is set, else the kubeconfig (`kubeconfig`, else $KUBECONFIG, else
+    ~/.kube/config; `context` picks a context). No usable configuration is a ProvisionError. The local
+    sandboxes live under `home/kubernetes/`.
     """
 
     name = "kubernetes"
 
     def __init__(
-        self, home: str | Path, *, host: str | None = None, context: str | None = None,
-        tuning: KubeTuning = KubeTuning(),
+        self, home: str | Path, *, host: str | None = None, kubeconfig: str | None = None,
+        context: str | None = None, tuning: KubeTuning = KubeTuning(),
     ) -> None:
         self.root = Path(home).resolve() / "kubernetes"
         self.host = host
+        self.kubeconfig = kubeconfig
         self.context = context
         self.tuning = tuning
         self.guard = ApiGuard(tuning.calls)
@@ -142,17 +144,19 @@ class KubernetesBackend:
     async def _client(self) -> ApiClient:
         async with self._api_lock:
             if self._api is None:
-                if self.host:
-                    cfg = client.Configuration(host=self.host)
-                elif os.getenv("KUBERNETES_SERVICE_HOST"):
-                    cfg = client.Configuration()
-                    config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-                else:
-                    cfg = client.Configuration()
+                cfg = client.Configuration(host=self.host) if self.host else client.Configuration()
+                if not self.host:
                     try:
-                        await config.load_kube_config(context=self.context, client_configuration=cfg)
+                        if os.getenv("KUBERNETES_SERVICE_HOST"):
+                            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                        else:
+                            await config.load_kube_config(
+                                config_file=self.kubeconfig or os.getenv("KUBECONFIG") or None,
+                                context=self.context, client_configuration=cfg,
+                            )
                     except (config.ConfigException, OSError) as exc:
-                        raise ProvisionError(f"no Kubernetes configuration: {exc}") from exc
+                        raise ProvisionError(f"no usable Kubernetes configuration (in-cluster service account "
+                                             f"or kubeconfig): {exc}") from exc
                 self._api = ApiClient(configuration=cfg)
             return self._api
 
