@@ -14,13 +14,14 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
-import anyio.to_thread
 import pytest
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiException
 
+from actors.errors import Rejected
 from actors.provisioner import environments as envs
 from actors.provisioner.backends import k8s_manifests as m
 from actors.provisioner.backends.k8s_calls import CallPolicy
@@ -32,10 +33,25 @@ from actors.provisioner.backends.kubernetes import (
     WorkspaceTooLarge,
 )
 from actors.provisioner.errors import BackendUnavailable, ProvisionError
-from actors.validator.job_runner import job_runner
+from actors.validator import router as validator
 from actors.validator.validate import validate_candidate
-from contracts.environments import EnvironmentFailed
-from contracts.values import MutationVerdict, Quota, ResourceLimits, ServiceKind, ServiceSpec, TemplateSpec
+from contracts import Envelope
+from contracts.environments import (
+    EnvironmentFailed,
+    EnvironmentProvisioned,
+    EnvironmentRequested,
+    ReleaseEnvironment,
+)
+from contracts.repairs import HealProposed, HealRequested, HealValidated
+from contracts.values import (
+    FailureClass,
+    MutationVerdict,
+    Quota,
+    ResourceLimits,
+    ServiceKind,
+    ServiceSpec,
+    TemplateSpec,
+)
 from tests.fakes.k8s_apiserver import FakeKubeApiServer
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "rbac.yaml"
@@ -435,40 +451,80 @@ async def test_every_call_of_a_full_lifecycle_is_allowed_by_rbac(
 # -- the validator through run_job ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # about five Jobs, each a real pytest run
-async def test_the_validator_judges_a_candidate_through_jobs(
+class MemoryAggregates:
+    """The store port in memory (only for this file's router test; the store is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[uuid.UUID, list[Envelope[Any]]] = {}
+        self.causes: set[tuple[uuid.UUID, uuid.UUID]] = set()
+
+    async def execute(self, stream_id: uuid.UUID, cause: Any, decide: Any) -> list[int]:
+        if (stream_id, cause.id) in self.causes:
+            return []
+        self.causes.add((stream_id, cause.id))
+        stream = self.streams.setdefault(stream_id, [])
+        new = [Envelope(data=e, stream_id=stream_id) for e in decide(list(stream))]
+        stream.extend(new)
+        return list(range(len(stream) - len(new), len(stream)))
+
+    async def history(self, stream_id: uuid.UUID) -> list[Envelope[Any]]:
+        return list(self.streams.get(stream_id, []))
+
+
+@pytest.mark.slow  # about six Jobs, each a real pytest run
+async def test_the_validator_runs_a_kubernetes_environments_tests_as_jobs(
     fake: FakeKubeApiServer, backend: KubernetesBackend, tmp_path: Path,
 ) -> None:
-    # Given a project whose test uses a renamed function, in a kubernetes environment
+    # Given a repair of a test that uses a renamed function, and its candidate patch
     repo = tmp_path / "proj"
     repo.mkdir()
     (repo / "conftest.py").write_text("")
     (repo / "calc.py").write_text("def total(a, b):\n    return a + b\n")
     (repo / "test_calc.py").write_text("from calc import sum_\n\n\ndef test_total():\n    assert sum_(1, 2) == 3\n")
-    env_id = uuid.uuid4()
-    made = await backend.create(env_id, template=redis_template(), repo_path=str(repo), ttl_s=600, labels={})
     patch = (
         "--- a/test_calc.py\n+++ b/test_calc.py\n@@ -1,5 +1,5 @@\n-from calc import sum_\n+from calc import total\n"
         " \n \n def test_total():\n-    assert sum_(1, 2) == 3\n+    assert total(1, 2) == 3\n"
     )
-    runner = job_runner(backend, env_id, python=sys.executable)
+    rid, cid, env_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    store = MemoryAggregates()
+    store.streams[rid] = [Envelope(data=HealRequested(
+        repair_id=rid, project="p", test_id="test_calc.py::test_total", fingerprint="f",
+        category=FailureClass.IMPORT_ERROR, repo_path=str(repo),
+        test_cmd=f"{sys.executable} -m pytest -q -p no:cacheprovider")),
+        Envelope(data=HealProposed(repair_id=rid, candidate_id=cid, strategy="import_path", rank=1, confidence=0.9,
+                                   patch=patch))]
+    # and a kubernetes environment provisioned for that candidate
+    store.streams[env_id] = [Envelope(data=EnvironmentRequested(
+        environment_id=env_id, template="python-redis", backend="kubernetes", ttl_s=600, repo_path=str(repo),
+        purpose=validator.purpose(rid, cid)))]
+    made = await backend.create(env_id, template=redis_template(), repo_path=str(repo), ttl_s=600, labels={})
+    provisioned = Envelope(data=EnvironmentProvisioned(
+        environment_id=env_id, backend="kubernetes", workspace=made.workspace, service_urls=made.env,
+        expires_at=made.expires_at))
+    published: list[Envelope[Any]] = []
 
-    # When the validator checks the repair, every test run going through run_job
-    jobs_before = sum(1 for c in fake.calls if c == ("batch", "jobs", "create"))
-    verdict = await anyio.to_thread.run_sync(lambda: validate_candidate(
-        made.workspace, patch=patch, test_id="test_calc.py::test_total",
-        test_cmd=f"{sys.executable} -m pytest -q -p no:cacheprovider", reruns=2, env=made.env, timeout_s=60,
-        runner=runner,
-    ))
+    async def publish(envelope: Envelope[Any]) -> None:
+        published.append(envelope)
 
-    # Then it is validated on the evidence the Jobs sent back (the plugin's report rode on the logs)
-    assert verdict.ok, verdict.reason
-    assert (verdict.evidence.reruns, verdict.evidence.passes) == (2, 2)
-    assert verdict.evidence.collected_before == 0 and verdict.evidence.collected_after == 1
+    def deps(jobs: KubernetesBackend | None) -> validator.ValidatorDeps:
+        return validator.ValidatorDeps(aggregates=store, clock=lambda: dt.datetime.now(dt.UTC), publish=publish,
+                                       validate=validate_candidate, jobs=jobs)
+
+    # When a validator without a kubernetes backend sees it, it refuses clearly (and releases it)
+    with pytest.raises(Rejected, match="no kubernetes backend"):
+        await validator.handle(deps(None), provisioned)
+    assert [type(p.data) for p in published] == [ReleaseEnvironment]
+
+    # When the validator with the backend sees it, every test run goes through run_job
+    jobs_before = fake.calls.count(("batch", "jobs", "create"))
+    await validator.handle(deps(backend), provisioned)
+
+    # Then the candidate is validated on the evidence the Jobs sent back (the report rode on the logs)
+    (verdict,) = [e.data for e in store.streams[rid] if isinstance(e.data, HealValidated)]
+    assert (verdict.evidence.reruns, verdict.evidence.passes) == (3, 3)
+    assert verdict.evidence.collected_after == 1
     assert verdict.evidence.mutation is MutationVerdict.PASSED
-    jobs = sum(1 for c in fake.calls if c == ("batch", "jobs", "create")) - jobs_before
-    assert jobs >= 4  # baseline, two reruns, the module after, the mutant
-    # and the local workspace is as it was (the candidate was not kept)
+    assert fake.calls.count(("batch", "jobs", "create")) - jobs_before >= 5  # baseline, 3 reruns, module, mutant
     assert "sum_" in (Path(made.workspace) / "test_calc.py").read_text()
 
 
