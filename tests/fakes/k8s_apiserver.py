@@ -31,7 +31,10 @@ served, so tests check them against deploy/k8s/base/rbac.yaml), update/patch, im
 the command on the host, so the runner image's contents are not checked), scheduling, nodes, networking
 (NetworkPolicies are stored, not enforced; service URLs resolve nowhere), probes (readiness is what the
 test says), ReplicaSets, Events, finalizers other than namespace termination, 410 Gone for old
-resourceVersions, set-based selectors, object size limits, quota `status.used`, pod restarts or retries.
+resourceVersions, set-based selectors, object size limits, quota `status.used`, LimitRange `max`
+enforcement, pod restarts or retries, garbage collection of a deleted Deployment's pods (only a Job's pods
+go with it), and a Job whose pod the quota refuses (it just stays without a pod, as the real one does,
+but without the FailedCreate Event).
 """
 
 from __future__ import annotations
