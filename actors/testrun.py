@@ -80,12 +80,7 @@ def run_tests(
     root = Path(workspace)
     if not root.is_dir():
         raise TestRunError(f"workspace {str(root)!r} is not a folder")
-    try:
-        argv = [*shlex.split(test_cmd), *extra_args, *tests]
-    except ValueError as exc:
-        raise TestRunError(f"cannot split test command {test_cmd!r}: {exc}") from None
-    if not argv:
-        raise TestRunError("the test command is empty")
+    argv = command_argv(test_cmd, tests=tests, extra_args=extra_args)
     with tempfile.TemporaryDirectory(prefix="cars-run-") as tmp:
         report_path = Path(tmp) / "report.json"
         log_path = Path(tmp) / "output.log"
@@ -116,6 +111,17 @@ def run_tests(
         results=results, collected=collected, exit_code=exit_code, duration_s=duration, log_tail=log_tail,
         timed_out=timed_out,
     )
+
+
+def command_argv(test_cmd: str, *, tests: Sequence[str] = (), extra_args: Sequence[str] = ()) -> list[str]:
+    """`test_cmd` split like a shell would, then `extra_args`, then the selected `tests` ids."""
+    try:
+        argv = [*shlex.split(test_cmd), *extra_args, *tests]
+    except ValueError as exc:
+        raise TestRunError(f"cannot split test command {test_cmd!r}: {exc}") from None
+    if not argv:
+        raise TestRunError("the test command is empty")
+    return argv
 
 
 #: Variables a test run started by CARS never inherits: CARS's own settings and service credentials,
@@ -208,4 +214,4 @@ def _junit_path(argv: Sequence[str]) -> Path | None:
     return None
 
 
-__all__ = ["PLUGIN_DIR", "TestRun", "TestRunError", "run_tests"]
+__all__ = ["PLUGIN_DIR", "TestRun", "TestRunError", "command_argv", "run_tests"]

@@ -17,4 +17,12 @@ class ServiceStartError(ProvisionError):
     """A backing service process did not come up."""
 
 
-__all__ = ["EnvironmentUnavailable", "ProvisionError", "ServiceStartError"]
+class BackendUnavailable(ActorError):
+    """The backend's control plane (the Kubernetes API server) cannot be reached right now.
+
+    Transient, and deliberately not a ProvisionError: the provisioner must not turn it into
+    `environment.failed`. It propagates, the command stays pending, and is retried after reclaim.
+    """
+
+
+__all__ = ["BackendUnavailable", "EnvironmentUnavailable", "ProvisionError", "ServiceStartError"]

@@ -21,10 +21,13 @@ import anyio
 import anyio.to_thread
 from attrs import frozen
 
+from actors.errors import Rejected
 from actors.healer import repairs
 from actors.ports import Aggregates, Clock
 from actors.projectconfig import load_project_config
 from actors.provisioner import environments as envs
+from actors.validator.job_runner import JobBackend, job_runner
+from actors.validator.mutation import Runner
 from actors.validator.validate import Verdict
 from contracts import Envelope, natural_id
 from contracts.environments import (
@@ -48,7 +51,8 @@ class Validate(Protocol):
     """`actors.validator.validate.validate_candidate` (blocking)."""
 
     def __call__(self, workspace: Path, *, patch: str, test_id: str, test_cmd: str, reruns: int,
-                 env: Mapping[str, str], quarantine: bool, memory_mb: int | None) -> Verdict: ...
+                 env: Mapping[str, str], quarantine: bool, memory_mb: int | None,
+                 runner: Runner = ...) -> Verdict: ...
 
 
 @frozen(kw_only=True)
@@ -58,6 +62,7 @@ class ValidatorDeps:
     publish: Callable[[Envelope[Any]], Awaitable[Any]]  # commands to cars.commands
     validate: Validate  # blocking
     memory_mb: int | None = None  # per process of a validation run (RLIMIT_AS); None: no limit
+    jobs: JobBackend | None = None  # runs the tests of environments whose backend is kubernetes
 
 
 def purpose(repair_id: uuid.UUID, candidate_id: uuid.UUID) -> str:
@@ -125,9 +130,19 @@ async def _on_environment(
         test_cmd = request.test_cmd
         if not test_cmd:
             test_cmd = (await anyio.to_thread.run_sync(load_project_config, event.workspace)).test_cmd
+        # Tests of a kubernetes environment run in its namespace (its service URLs resolve only there);
+        # a local environment's run here, as before.
+        extra: dict[str, Runner] = {}
+        if event.backend == "kubernetes":
+            if deps.jobs is None:
+                await _release(deps, env_id, envelope.correlation_id)
+                raise Rejected(f"environment {env_id} is on kubernetes, but this validator has no kubernetes "
+                               "backend to run its tests with")
+            extra["runner"] = job_runner(deps.jobs, env_id)
         verdict = await anyio.to_thread.run_sync(lambda: deps.validate(
             Path(event.workspace), patch=proposal.patch, test_id=request.test_id, test_cmd=test_cmd,
             reruns=3, env=event.service_urls, quarantine=proposal.quarantine, memory_mb=deps.memory_mb,
+            **extra,
         ))
         ok, reason, evidence, stale = verdict.ok, verdict.reason, verdict.evidence, verdict.stale
     await deps.aggregates.execute(rid, envelope, lambda h: repairs.record_verdict(

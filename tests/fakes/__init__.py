@@ -1,0 +1,1 @@
+"""Fakes allowed by the project standards (only the Kubernetes API server); each is named a fake."""
