@@ -65,6 +65,10 @@ def up(
 
     settings = _settings(CARS_HTTP_HOST=host or "", CARS_HTTP_PORT=str(port) if port is not None else "")
     _setup_logging(settings)
+    from projections.security import exposed_without_token
+
+    if refusal := exposed_without_token(settings.http_host, settings.api_token):
+        _fail(refusal)
 
     store_where = settings.store_env().get("SQLITE_DBNAME") or settings.postgres.get("POSTGRES_HOST", "")
 

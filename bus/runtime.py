@@ -314,6 +314,7 @@ class Platform:
             parse_report=_parse_report,
             list_repairs=lambda project, status: list_repairs(views, project=project, status=status),
             repair_candidates=lambda rid: repair_candidates(views, rid),
+            api_token=self.settings.api_token, cors_origins=self.settings.cors_origins,
         )
 
     @contextlib.asynccontextmanager
