@@ -46,7 +46,7 @@ def test_targets_from_a_toml_file_add_to_the_environment_ones(tmp_path: Path) ->
     ({"CARS_WEBHOOKS": "[{"}, "CARS_WEBHOOKS is not JSON"),
     ({"CARS_WEBHOOKS": '{"name": "x"}'}, "must be a JSON array"),
     (hooks({"name": "ops", "url": "https://h.example/", "secret_env": "OPS_SECRET", "colour": "red"}),
-     "webhook 0 (ops)"),
+     "webhook 0 (ops): extra fields found (colour)"),
     (hooks({"url": "https://h.example/", "secret_env": "OPS_SECRET"}), "name"),
     (hooks({"name": "ops", "url": "ftp://h.example/", "secret_env": "OPS_SECRET"}), "must be an http:// or https://"),
     (hooks({"name": "ops", "url": "https://h.example/", "format": "xml", "secret_env": "OPS_SECRET"}),
