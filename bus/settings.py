@@ -9,7 +9,7 @@ from pathlib import Path
 
 from attrs import field, frozen
 
-from actors.notifier.config import NotifierSettings, WebhookConfigError, notifier_settings
+from actors.notifier.config import NotifierSettings, WebhookConfigError, parse_targets
 
 
 class SettingsError(ValueError):
@@ -170,6 +170,15 @@ def _api_token(env: Mapping[str, str]) -> str | None:
 
 def _notifier(env: Mapping[str, str]) -> NotifierSettings:
     try:
-        return notifier_settings(env)
+        targets = parse_targets(env)
     except WebhookConfigError as exc:
         raise SettingsError(str(exc)) from None
+    return NotifierSettings(
+        targets=targets,
+        timeout_s=_float(env, "CARS_NOTIFY_TIMEOUT_S", 5.0, minimum=0.05),
+        attempts=_int(env, "CARS_NOTIFY_ATTEMPTS", 3, minimum=1),
+        backoff_s=_float(env, "CARS_NOTIFY_BACKOFF_S", 0.5, minimum=0.0),
+        breaker_failures=_int(env, "CARS_NOTIFY_BREAKER_FAILURES", 5, minimum=1),
+        breaker_reset_s=_float(env, "CARS_NOTIFY_BREAKER_RESET_S", 30.0, minimum=0.05),
+        retry_s=_float(env, "CARS_NOTIFY_RETRY_S", 10.0, minimum=0.05),
+    )

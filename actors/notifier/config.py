@@ -166,29 +166,3 @@ def _resolve(spec: WebhookSpec, where: str, env: Mapping[str, str]) -> WebhookTa
         raise WebhookConfigError(f"{where}: a json target needs secret_env or secret_file (its bodies are signed)")
     return WebhookTarget(name=spec.name, url=spec.url, format=spec.format, events=frozenset(spec.events),
                          secret=secret)
-
-
-def _number(env: Mapping[str, str], key: str, default: float, minimum: float) -> float:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise WebhookConfigError(f"{key}={raw!r} is not a number") from None
-    if value < minimum:
-        raise WebhookConfigError(f"{key}={value:g} is below the minimum of {minimum:g}")
-    return value
-
-
-def notifier_settings(env: Mapping[str, str]) -> NotifierSettings:
-    """The notifier's part of the settings (see `bus.settings.VARIABLES` for each variable)."""
-    return NotifierSettings(
-        targets=parse_targets(env),
-        timeout_s=_number(env, "CARS_NOTIFY_TIMEOUT_S", 5.0, 0.05),
-        attempts=int(_number(env, "CARS_NOTIFY_ATTEMPTS", 3, 1)),
-        backoff_s=_number(env, "CARS_NOTIFY_BACKOFF_S", 0.5, 0.0),
-        breaker_failures=int(_number(env, "CARS_NOTIFY_BREAKER_FAILURES", 5, 1)),
-        breaker_reset_s=_number(env, "CARS_NOTIFY_BREAKER_RESET_S", 30.0, 0.05),
-        retry_s=_number(env, "CARS_NOTIFY_RETRY_S", 10.0, 0.05),
-    )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from actors.notifier.bodies import json_body
-from actors.notifier.config import EVENTS, WebhookConfigError, notifier_settings, parse_targets
+from actors.notifier.config import EVENTS, WebhookConfigError, parse_targets
 from bus.settings import Settings, SettingsError
 
 SECRET_ENV = {"OPS_SECRET": "ops-secret-value"}
@@ -78,7 +78,7 @@ def test_bad_configuration_stops_settings_with_the_reason(tmp_path: Path) -> Non
 
 
 def test_the_defaults_when_nothing_is_configured() -> None:
-    settings = notifier_settings({})
+    settings = Settings.from_env({}).notifier
     assert settings.targets == ()
     assert (settings.timeout_s, settings.attempts, settings.breaker_failures, settings.breaker_reset_s) == (
         5.0, 3, 5, 30.0)
