@@ -56,6 +56,7 @@ class Receiver:
         self.secret = secret
         self.port = free_port()
         self.status = 200
+        self.delay_s = 0.0
         self.received: list[dict[str, Any]] = []
         self.refused: list[str] = []
         self.requests = 0
@@ -69,6 +70,8 @@ class Receiver:
     async def _hook(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.read()
+        if self.delay_s:
+            await anyio.sleep(self.delay_s)
         if self.secret is not None:
             try:
                 verify(self.secret, request.headers, body, now=time.time())
@@ -292,6 +295,59 @@ async def test_a_wrong_secret_is_refused_by_the_receiver_and_kept_for_retry(
     assert isinstance(failed, NotificationFailed)
     assert failed.attempts == 1 and "401" in failed.reason
     assert await queued(client) == 1
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_a_failure_kept_for_retry(
+    receiver: Receiver, store: EventStore, client: Redis,
+) -> None:
+    deps = make_deps(store, client, settings(target(receiver.url), timeout_s=0.2, attempts=1))
+    receiver.delay_s = 1.0
+    event = repair_completed()
+    started = time.monotonic()
+    await notifier.handle(deps, event)
+    assert time.monotonic() - started < 1.0  # the timeout, not the receiver, ended the attempt
+    [failed] = await records(store, delivery_id(event.id, "ops"))
+    assert isinstance(failed, NotificationFailed)
+    assert failed.reason == "ops: no answer within 0.2 s"
+    assert await queued(client) == 1
+
+
+async def test_queued_deliveries_of_a_notifier_that_died_are_taken_over(
+    receiver: Receiver, store: EventStore, client: Redis,
+) -> None:
+    async def redis() -> Redis:
+        return client
+
+    # Given a queued delivery that notifier A took from the queue and then died with
+    dead = RedisRetryQueue(redis, consumer="notifier-a", min_idle_ms=RETRY_IDLE_MS, maxlen_dlq=1000)
+    event = repair_completed()
+    await dead.push("ops", event)
+    assert [p.envelope for p in await dead.due()] == [event]
+    # When notifier B works the queue once A's entry has been idle long enough
+    deps = make_deps(store, client, settings(target(receiver.url)))
+    await anyio.sleep(RETRY_IDLE_MS / 1000)
+    delivered = await notifier.retry_once(deps)
+    # Then B delivers it, records it, and the queue is empty
+    assert delivered == 1
+    assert receiver.deliveries() == [str(delivery_id(event.id, "ops"))]
+    assert [type(e) for e in await records(store, delivery_id(event.id, "ops"))] == [NotificationDelivered]
+    assert await queued(client) == 0
+
+
+async def test_an_unreadable_queue_entry_is_dead_lettered_not_retried_forever(
+    receiver: Receiver, store: EventStore, client: Redis,
+) -> None:
+    # Given something that is not a CARS envelope in the retry queue
+    await client.xadd(streams.NOTIFY_RETRY, {"target": "ops", "message": "{not json"})
+    deps = make_deps(store, client, settings(target(receiver.url)))
+    # When the queue is worked
+    assert await notifier.retry_once(deps) == 0
+    # Then it is in cars.dlq with the reason, and out of the queue; nothing was sent
+    [(_, fields)] = await client.xrange(streams.DLQ)
+    assert fields[b"reason"].startswith(b"invalid retry entry: ")
+    assert fields[b"stream"] == streams.NOTIFY_RETRY.encode()
+    assert await queued(client) == 0
+    assert receiver.requests == 0
 
 
 def test_verify_refuses_tampered_stale_and_unsigned_requests() -> None:
