@@ -64,11 +64,11 @@ def up(
     from bus import runtime
 
     settings = _settings(CARS_HTTP_HOST=host or "", CARS_HTTP_PORT=str(port) if port is not None else "")
-    _setup_logging(settings)
     from projections.security import exposed_without_token
 
     if refusal := exposed_without_token(settings.http_host, settings.api_token):
         _fail(refusal)
+    _setup_logging(settings)
 
     store_where = settings.store_env().get("SQLITE_DBNAME") or settings.postgres.get("POSTGRES_HOST", "")
 
