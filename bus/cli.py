@@ -71,6 +71,10 @@ def up(
     except ValueError as exc:
         _fail(str(exc))
     settings = _settings(CARS_HTTP_HOST=host or "", CARS_HTTP_PORT=str(port) if port is not None else "")
+    from projections.security import exposed_without_token
+
+    if refusal := exposed_without_token(settings.http_host, settings.api_token):
+        _fail(refusal)
     _setup_logging(settings)
 
     store_where = settings.store_env().get("SQLITE_DBNAME") or settings.postgres.get("POSTGRES_HOST", "")

@@ -32,6 +32,8 @@ from actors.healer.strategies import all_strategies
 from actors.monitor import router as monitor
 from actors.monitor.ingest import parse_report
 from actors.monitor.schedule import run_monitoring
+from actors.notifier import router as notifier
+from actors.notifier.deliver import Sender
 from actors.provisioner import router as provisioner
 from actors.provisioner.backends.local import LocalBackend
 from actors.registry import router as registry
@@ -43,6 +45,7 @@ from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
 from bus.consumer import ConsumerConfig, StreamConsumer, subscribe
 from bus.embedded import EmbeddedRedis, running_bus_url
+from bus.notify_queue import RedisRetryQueue
 from bus.relay import Relay
 from bus.settings import Settings
 from bus.store import EventStore
@@ -60,7 +63,7 @@ from projections.views import default_views
 
 log = logging.getLogger(__name__)
 
-ACTORS = ("registry", "monitor", "healer", "validator", "provisioner")
+ACTORS = ("registry", "monitor", "healer", "validator", "provisioner", "notifier")
 
 
 def cars_version() -> str:
@@ -157,6 +160,7 @@ class Platform:
     started_at: dt.datetime = field(factory=utcnow)
     http_port: int | None = None
     monitor_shared: monitor.MonitorDeps | None = None
+    notifier_shared: notifier.NotifierDeps | None = None
     quiet: bool = False  # no FastStream log lines (a command line that prints its own progress)
 
     async def redis(self) -> Redis:
@@ -227,6 +231,13 @@ class Platform:
         elif actor == "provisioner":
             handler = functools.partial(provisioner.handle, self.provisioner_deps())
             subscriptions = {streams.COMMANDS: provisioner.COMMANDS}
+        elif actor == "notifier":
+            handler = functools.partial(notifier.handle, self.notifier_deps())
+            subscriptions = {
+                streams.events_stream(Area.REPAIRS): frozenset({"repair.completed"}),
+                streams.events_stream(Area.FAILURES): frozenset({"failure.unrepairable"}),
+                streams.events_stream(Area.ENVIRONMENTS): frozenset({"environment.failed"}),
+            }
         else:
             raise ValueError(f"unknown actor {actor!r}; known: {', '.join(ACTORS)}")
         for stream, accepts in subscriptions.items():
@@ -283,6 +294,16 @@ class Platform:
         return provisioner.ProvisionerDeps(aggregates=self.aggregates(), clock=utcnow,
                                            backend=LocalBackend(self.settings.home))
 
+    def notifier_deps(self) -> notifier.NotifierDeps:
+        """One per process: its subscriber and its retry loop share the targets' circuit breakers."""
+        if self.notifier_shared is None:
+            s = self.settings
+            queue = RedisRetryQueue(self.redis, consumer=s.consumer, min_idle_ms=int(s.notifier.retry_s * 1000),
+                                    maxlen_dlq=s.stream_maxlen)
+            self.notifier_shared = notifier.NotifierDeps(
+                aggregates=self.aggregates(), sender=Sender(s.notifier), queue=queue, settings=s.notifier)
+        return self.notifier_shared
+
     def api_deps(self) -> ApiDeps:
         assert self.store is not None and self.views is not None
         views = self.views
@@ -293,6 +314,7 @@ class Platform:
             parse_report=_parse_report,
             list_repairs=lambda project, status: list_repairs(views, project=project, status=status),
             repair_candidates=lambda rid: repair_candidates(views, rid),
+            api_token=self.settings.api_token, cors_origins=self.settings.cors_origins,
         )
 
     @contextlib.asynccontextmanager
@@ -394,6 +416,8 @@ class Platform:
                 tg.start_soon(registry.run_sweeps, self.registry_deps(), s.heartbeat_s)
             if "provisioner" in self.actors:
                 tg.start_soon(provisioner.run_reaper, self.provisioner_deps(), 30.0)
+            if "notifier" in self.actors:
+                tg.start_soon(notifier.run_retries, self.notifier_deps())
             if "monitor" in self.actors:
                 tg.start_soon(functools.partial(
                     # Project code run by the CARS process: none of its secrets (actors.testrun.scrubbed_environ).

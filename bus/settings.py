@@ -7,7 +7,9 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from attrs import frozen
+from attrs import field, frozen
+
+from actors.notifier.config import NotifierSettings, WebhookConfigError, parse_targets
 
 
 class SettingsError(ValueError):
@@ -62,7 +64,20 @@ VARIABLES: dict[str, str] = {
     "CARS_LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
     "CARS_LOG_JSON": "1 for JSON log lines",
     "OTEL_*": "standard OpenTelemetry SDK variables (OTEL_TRACES_EXPORTER=console|otlp|none, ...)",
+    "CARS_API_TOKEN": "bearer token required by every POST of the HTTP API (at least 16 characters; unset: "
+                      "no token, allowed on a loopback host only)",
+    "CARS_CORS_ORIGINS": "comma-separated browser origins allowed to call the API cross-origin (default: none)",
+    "CARS_WEBHOOKS": "JSON array of webhook targets of the notifier (see README, Notifications)",
+    "CARS_WEBHOOKS_FILE": "TOML file of webhook targets ([[webhook]] tables), in addition to CARS_WEBHOOKS",
+    "CARS_NOTIFY_TIMEOUT_S": "timeout of one webhook request (default 5)",
+    "CARS_NOTIFY_ATTEMPTS": "webhook attempts before a delivery goes to the retry queue (default 3)",
+    "CARS_NOTIFY_BACKOFF_S": "first wait between webhook attempts, doubled each time, with jitter (default 0.5)",
+    "CARS_NOTIFY_BREAKER_FAILURES": "consecutive failed attempts that open a target's circuit (default 5)",
+    "CARS_NOTIFY_BREAKER_RESET_S": "seconds an open circuit waits before letting a trial through (default 30)",
+    "CARS_NOTIFY_RETRY_S": "how often queued webhook deliveries are retried (default 10)",
 }
+
+MIN_TOKEN_CHARS = 16
 
 
 @frozen(kw_only=True)
@@ -86,6 +101,9 @@ class Settings:
     log_level: str
     log_json: bool
     validation_memory_mb: int = 4096
+    api_token: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+    notifier: NotifierSettings = field(factory=NotifierSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +136,9 @@ class Settings:
             log_level=level,
             log_json=env.get("CARS_LOG_JSON", "") in ("1", "true", "yes"),
             validation_memory_mb=_int(env, "CARS_VALIDATION_MEMORY_MB", 4096, minimum=64),
+            api_token=_api_token(env),
+            cors_origins=tuple(o.strip() for o in env.get("CARS_CORS_ORIGINS", "").split(",") if o.strip()),
+            notifier=_notifier(env),
         )
 
     def store_env(self) -> dict[str, str]:
@@ -135,3 +156,29 @@ class Settings:
             "SQLITE_DBNAME": str(self.home / "events.sqlite"),
             "SQLITE_LOCK_TIMEOUT": "30",
         }
+
+
+def _api_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("CARS_API_TOKEN", "").strip() or None
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise SettingsError(
+            f"CARS_API_TOKEN is {len(token)} characters long; use at least {MIN_TOKEN_CHARS} "
+            "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
+
+
+def _notifier(env: Mapping[str, str]) -> NotifierSettings:
+    try:
+        targets = parse_targets(env)
+    except WebhookConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    return NotifierSettings(
+        targets=targets,
+        timeout_s=_float(env, "CARS_NOTIFY_TIMEOUT_S", 5.0, minimum=0.05),
+        attempts=_int(env, "CARS_NOTIFY_ATTEMPTS", 3, minimum=1),
+        backoff_s=_float(env, "CARS_NOTIFY_BACKOFF_S", 0.5, minimum=0.0),
+        breaker_failures=_int(env, "CARS_NOTIFY_BREAKER_FAILURES", 5, minimum=1),
+        breaker_reset_s=_float(env, "CARS_NOTIFY_BREAKER_RESET_S", 30.0, minimum=0.05),
+        retry_s=_float(env, "CARS_NOTIFY_RETRY_S", 10.0, minimum=0.05),
+    )

@@ -39,3 +39,6 @@ def inbound_stream(entry: Entry) -> str:
 def errors_key(stream: str, group: str) -> str:
     """A hash of entry id -> last handler error, read when a message is dead-lettered."""
     return f"cars:errors:{stream}:{group}"
+
+# The notifier's durable retry queue: webhook deliveries that failed, kept until delivered (never trimmed).
+NOTIFY_RETRY = "cars.notifications.retry"

@@ -29,6 +29,7 @@ class Area(enum.Enum):
     REPAIRS = "repairs"
     ENVIRONMENTS = "environments"
     REGISTRY = "registry"
+    NOTIFICATIONS = "notifications"
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,7 @@ from contracts import catalog
 from contracts import environments as _environments  # noqa: F401  (registers messages)
 from contracts import failures as _failures  # noqa: F401
 from contracts import monitoring as _monitoring  # noqa: F401
+from contracts import notifications as _notifications  # noqa: F401
 from contracts import registry as _registry  # noqa: F401
 from contracts import repairs as _repairs  # noqa: F401
 from contracts import runs as _runs  # noqa: F401

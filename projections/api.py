@@ -41,6 +41,7 @@ from contracts import ContractError, Entry, Envelope, Kind
 from contracts.repairs import ApproveRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
+from projections import security
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class ApiDeps:
     repair_candidates: Callable[[str], list[dict[str, Any]]] | None = None
     # A readiness check slower than this counts as a failure: a probe must answer.
     ready_timeout_s: float = 5.0
+    # CARS_API_TOKEN: when set, every write needs it as a bearer token (projections/security.py).
+    api_token: str | None = attrs.field(default=None, repr=False)
+    # CARS_CORS_ORIGINS: browser origins allowed cross-origin; empty: CORS off.
+    cors_origins: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- errors
@@ -586,6 +591,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _on_invalid_params)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_middleware(_InternalErrors)
+    security.install(app, token=deps.api_token, max_body_bytes=deps.max_body_bytes, cors_origins=deps.cors_origins,
+                     respond=_error_response, too_large=_body_too_large)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -598,6 +605,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
                 if name in components:
                     raise RuntimeError(f"OpenAPI schema name {name!r} is used twice")
                 components[name] = message_schema
+            if deps.api_token:
+                security.document(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -124,7 +124,7 @@ def test_schema_prints_a_valid_json_schema_for_every_message_type(cars: Cars, tm
     assert kinds["service.register"] == ("command", "cars.commands")
     assert kinds["service.registered"] == ("event", "cars.events.registry")
     assert {stream for kind, stream in kinds.values() if kind == "event"} <= {
-        f"cars.events.{area}" for area in ("runs", "failures", "repairs", "environments", "registry")
+        f"cars.events.{area}" for area in ("runs", "failures", "repairs", "environments", "registry", "notifications")
     }
     # And each is a valid draft 2020-12 JSON Schema of its type's envelope
     for tag, schema in schemas.items():

@@ -1,0 +1,1 @@
+"""The notifier actor: signed webhooks for CARS's public results (see `router`)."""
