@@ -64,6 +64,7 @@ from projections.views import default_views
 log = logging.getLogger(__name__)
 
 ACTORS = ("registry", "monitor", "healer", "validator", "provisioner", "notifier")
+GRACEFUL_HTTP_S = 5  # on shutdown, requests still running after this long are cancelled
 
 
 def cars_version() -> str:
@@ -162,6 +163,19 @@ class Platform:
     monitor_shared: monitor.MonitorDeps | None = None
     notifier_shared: notifier.NotifierDeps | None = None
     quiet: bool = False  # no FastStream log lines (a command line that prints its own progress)
+    stopping: bool = False  # set on shutdown: long-lived HTTP responses (the event stream) end
+
+    async def serve_http(self, server: uvicorn.Server) -> None:
+        """Run the HTTP server. Cancelled (Ctrl-C, or a failing part), it still shuts down gracefully:
+        a cancelled uvicorn skips its own shutdown, and open responses would be killed at exit instead."""
+        try:
+            await server.serve()
+        except anyio.get_cancelled_exc_class():
+            self.stopping = True  # event streams end, so the graceful shutdown is quick
+            if server.started:
+                with anyio.CancelScope(shield=True):
+                    await server.shutdown()
+            raise
 
     async def redis(self) -> Redis:
         assert self.client is not None, "the platform is not started"
@@ -315,6 +329,7 @@ class Platform:
             list_repairs=lambda project, status: list_repairs(views, project=project, status=status),
             repair_candidates=lambda rid: repair_candidates(views, rid),
             api_token=self.settings.api_token, cors_origins=self.settings.cors_origins,
+            max_position=self.store.max_position, stopping=lambda: self.stopping,
         )
 
     @contextlib.asynccontextmanager
@@ -427,10 +442,10 @@ class Platform:
             if self.api:
                 config = uvicorn.Config(
                     create_api(self.api_deps()), host=s.http_host, port=s.http_port, log_config=None,
-                    access_log=False, lifespan="off",
+                    access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_HTTP_S,
                 )
                 server = _Server(config)
-                tg.start_soon(server.serve)
+                tg.start_soon(self.serve_http, server)
                 while not server.started:
                     if server.should_exit:
                         raise RuntimeError(f"the HTTP API could not listen on {s.http_host}:{s.http_port}")

@@ -38,7 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import contracts
 from contracts import ContractError, Entry, Envelope, Kind
-from contracts.repairs import ApproveRepair
+from contracts.limits import MAX_TEXT
+from contracts.repairs import ApproveRepair, RejectRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 from projections import security
@@ -79,6 +80,13 @@ class ApiDeps:
     api_token: str | None = attrs.field(default=None, repr=False)
     # CARS_CORS_ORIGINS: browser origins allowed cross-origin; empty: CORS off.
     cors_origins: tuple[str, ...] = ()
+    # The newest position in the notification log (0 when empty): where a live event stream starts. Blocking.
+    max_position: Callable[[], int] | None = None
+    # True once the process shuts down: long-lived responses (GET /events/stream) end, so the server can stop.
+    stopping: Callable[[], bool] = lambda: False
+    # GET /events/stream: seconds between store polls when nothing is new, and between heartbeat comments.
+    stream_poll_s: float = 0.25
+    stream_heartbeat_s: float = 15.0
 
 
 # ----------------------------------------------------------------------------- errors
@@ -257,7 +265,22 @@ async def _accept(request: Request, deps: ApiDeps, accepts: Callable[[Entry], bo
     )
 
 
-def _positioned(item: Any) -> dict[str, Any]:
+def wanted_types(types: Sequence[str] | None) -> list[str]:
+    """The `type` query values without repeats; BadRequest naming every unknown one."""
+    wanted = list(dict.fromkeys(types or ()))
+    known = _known_tags()
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        listing = ", ".join(known)
+        raise BadRequest(
+            "unknown message type",
+            [f"unknown message type {t!r}; known types: {listing} @ $.query.type" for t in unknown],
+        )
+    return wanted
+
+
+def positioned(item: Any) -> dict[str, Any]:
+    """A store item as the API shows it: its envelope plus its position in the notification log."""
     return {"position": item.position, **contracts.encode(item.envelope)}
 
 
@@ -300,17 +323,9 @@ async def events(
     ] = None,
 ) -> EventsPage:
     """A page of the event log in store order. Follow `next_after` to read on."""
-    wanted = list(dict.fromkeys(types or ()))
-    known = _known_tags()
-    unknown = [t for t in wanted if t not in known]
-    if unknown:
-        listing = ", ".join(known)
-        raise BadRequest(
-            "unknown message type",
-            [f"unknown message type {t!r}; known types: {listing} @ $.query.type" for t in unknown],
-        )
+    wanted = wanted_types(types)
     items = await anyio.to_thread.run_sync(deps.read_events, after, limit, wanted)
-    page = [_positioned(item) for item in items]
+    page = [positioned(item) for item in items]
     return EventsPage.model_validate(
         {"events": page, "next_after": page[-1]["position"] if page else after}
     )
@@ -418,6 +433,22 @@ async def approve_repair(
                     entry_id=entry_id)
 
 
+async def reject_repair(
+    deps: Deps, repair_id: Annotated[uuid.UUID, Path(description="The repair id.")],
+    reason: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, description="Why it is refused.")],
+    by: Annotated[str, Query(min_length=1, max_length=512, description="Who rejects.")] = "api",
+) -> Accepted:
+    """Refuse a validated repair: sends `repair.reject`; CARS records it and never applies the patch."""
+    envelope = Envelope(data=RejectRepair(repair_id=repair_id, reason=reason, by=by))
+    try:
+        stream, entry_id = await deps.publish(envelope)
+    except Exception as exc:
+        log.exception("publishing rejection of %s failed", repair_id)
+        raise BusUnavailable("the bus did not accept the message; retry later") from exc
+    return Accepted(id=envelope.id, type=envelope.type, correlation_id=envelope.correlation_id, stream=stream,
+                    entry_id=entry_id)
+
+
 async def asyncapi(deps: Deps) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document of the bus: streams, entry layout and every message schema."""
     return deps.asyncapi()
@@ -480,6 +511,9 @@ ROUTES: list[dict[str, Any]] = [
      "summary": "One repair and its candidates", "responses": {404: _error("No such repair."), **_BAD_PARAMS}},
     {"path": "/repairs/{repair_id}/approve", "endpoint": approve_repair, "methods": ["POST"], "tags": ["commands"],
      "summary": "Approve a validated repair", "status_code": 202,
+     "responses": {503: _SEND_ERRORS[503], **_BAD_PARAMS}},
+    {"path": "/repairs/{repair_id}/reject", "endpoint": reject_repair, "methods": ["POST"], "tags": ["commands"],
+     "summary": "Reject a validated repair", "status_code": 202,
      "responses": {503: _SEND_ERRORS[503], **_BAD_PARAMS}},
     {"path": "/asyncapi", "endpoint": asyncapi, "methods": ["GET"], "tags": ["specification"],
      "summary": "AsyncAPI document of the bus"},
@@ -575,6 +609,15 @@ def _components_refs(node: Any) -> Any:
     return node
 
 
+def _add_operator_routes(app: FastAPI) -> None:
+    """The live event stream and the dashboard. Their modules build on this one (`Deps`, the errors),
+    so they are imported when an app is built rather than at the top of this module."""
+    from projections import dashboard, event_stream
+
+    for route in [*event_stream.ROUTES, *dashboard.ROUTES]:
+        app.add_api_route(**route)
+
+
 def create_api(deps: ApiDeps) -> FastAPI:
     """The CARS HTTP API over `deps`."""
     app = FastAPI(
@@ -587,6 +630,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.state.deps = deps
     for route in ROUTES:
         app.add_api_route(**route)
+    _add_operator_routes(app)
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_params)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
