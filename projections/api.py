@@ -423,14 +423,7 @@ async def approve_repair(
     by: Annotated[str, Query(min_length=1, max_length=512, description="Who approves.")] = "api",
 ) -> Accepted:
     """Approve a validated repair: sends `repair.approve`; CARS then applies the patch."""
-    envelope = Envelope(data=ApproveRepair(repair_id=repair_id, by=by))
-    try:
-        stream, entry_id = await deps.publish(envelope)
-    except Exception as exc:
-        log.exception("publishing approval of %s failed", repair_id)
-        raise BusUnavailable("the bus did not accept the message; retry later") from exc
-    return Accepted(id=envelope.id, type=envelope.type, correlation_id=envelope.correlation_id, stream=stream,
-                    entry_id=entry_id)
+    return await _send_repair_command(deps, Envelope(data=ApproveRepair(repair_id=repair_id, by=by)))
 
 
 async def reject_repair(
@@ -439,11 +432,14 @@ async def reject_repair(
     by: Annotated[str, Query(min_length=1, max_length=512, description="Who rejects.")] = "api",
 ) -> Accepted:
     """Refuse a validated repair: sends `repair.reject`; CARS records it and never applies the patch."""
-    envelope = Envelope(data=RejectRepair(repair_id=repair_id, reason=reason, by=by))
+    return await _send_repair_command(deps, Envelope(data=RejectRepair(repair_id=repair_id, reason=reason, by=by)))
+
+
+async def _send_repair_command(deps: ApiDeps, envelope: Envelope[Any]) -> Accepted:
     try:
         stream, entry_id = await deps.publish(envelope)
     except Exception as exc:
-        log.exception("publishing rejection of %s failed", repair_id)
+        log.exception("publishing %s of %s failed", envelope.type, envelope.data.repair_id)
         raise BusUnavailable("the bus did not accept the message; retry later") from exc
     return Accepted(id=envelope.id, type=envelope.type, correlation_id=envelope.correlation_id, stream=stream,
                     entry_id=entry_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -46,6 +46,13 @@ class Stopping:
         return self.now
 
 
+async def until(check: Callable[[], object]) -> None:
+    """Poll `check` until it is true, for at most WAIT_S."""
+    with anyio.fail_after(WAIT_S):
+        while not check():  # noqa: ASYNC110  (uvicorn's state offers no event to wait on)
+            await anyio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
 async def serving(deps: ApiDeps) -> AsyncIterator[tuple[str, Server]]:
     """The API on a free loopback port for the duration of the block; the base URL and the server."""
@@ -54,9 +61,7 @@ async def serving(deps: ApiDeps) -> AsyncIterator[tuple[str, Server]]:
     server = Server(config)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
-        with anyio.fail_after(WAIT_S):
-            while not server.started:
-                await anyio.sleep(0.01)
+        await until(lambda: server.started)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
             yield f"http://127.0.0.1:{port}", server
@@ -221,8 +226,7 @@ async def test_the_stream_ends_and_the_server_stops_when_the_process_shuts_down(
         # Then the stream ends cleanly (no error, no hang) and the server finishes its graceful shutdown
         with anyio.fail_after(WAIT_S):
             rest = [line async for line in stream.lines]
-            while server.started and server.server_state.connections:
-                await anyio.sleep(0.05)
+        await until(lambda: not server.server_state.connections)
     assert all(not line.startswith("data:") for line in rest)
     assert not server.server_state.tasks
 
@@ -235,6 +239,4 @@ async def test_a_client_that_goes_away_leaves_nothing_running(bus: aioredis.Redi
             await stream.next_message()
             assert server.server_state.tasks  # the stream is being served
         # When it disconnects, then the server drops the stream (the generator does not poll on forever)
-        with anyio.fail_after(WAIT_S):
-            while server.server_state.tasks:
-                await anyio.sleep(0.05)
+        await until(lambda: not server.server_state.tasks)

@@ -31,10 +31,13 @@
     return node;
   }
 
+  /** A timestamp in local time: the time alone when it is today, else the date too. */
   function when(iso) {
     if (!iso) return "";
     const date = new Date(iso);
-    return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
+    if (Number.isNaN(date.getTime())) return String(iso);
+    const today = date.toDateString() === new Date().toDateString();
+    return today ? date.toLocaleTimeString() : date.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
   }
 
   function timeCell(iso) {
@@ -168,7 +171,7 @@
       const healed = repairs.filter((r) => HEALED.has(r.status)).length;
       const done = healed + repairs.filter((r) => UNHEALED.has(r.status)).length;
       if (!done) return { value: "–", detail: "no finished repairs yet" };
-      return { value: `${Math.round((100 * healed) / done)}%`, detail: `${healed} of ${done} finished repairs` };
+      return { value: `${Math.round((100 * healed) / done)}%`, detail: `${healed} validated of ${done} with a verdict` };
     },
 
     async "open-repairs"() {
@@ -232,7 +235,8 @@
 
   async function renderEnvironments() {
     fill("environments", (await source.environments()).slice(0, 50), (e) => el("tr", { dataset: { status: e.status } },
-      ...cells(el("code", { title: e.environment_id }, short(e.environment_id)), e.template, e.backend, e.purpose,
+      ...cells(el("code", { title: e.environment_id }, short(e.environment_id)), e.template, e.backend,
+        el("span", { title: e.purpose }, String(e.purpose).split(":")[0]),
         el("span", { class: `status status-${e.status}` }, e.status), timeCell(e.since), timeCell(e.expires_at))),
     "No environments.");
   }
@@ -333,8 +337,8 @@
 
   function summary(ev) {
     const d = ev.data || {};
-    const parts = SUMMARY_KEYS.filter((k) => d[k] !== undefined && d[k] !== null && d[k] !== "")
-      .map((k) => String(d[k]).slice(0, 160));
+    const parts = [...new Set(SUMMARY_KEYS.filter((k) => d[k] !== undefined && d[k] !== null && d[k] !== "")
+      .map((k) => String(d[k]).slice(0, 160)))];
     if (!d.test_id && d.repair_id) parts.unshift(`repair ${short(d.repair_id)}`);
     if (d.environment_id) parts.unshift(`environment ${short(d.environment_id)}`);
     return parts.join(" · ");
