@@ -462,6 +462,7 @@ class Platform:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.deregister()
+                    self.stopping = True
                     if server is not None:
                         server.should_exit = True
 

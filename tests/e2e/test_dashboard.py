@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import unavailable
 from tests.e2e.conftest import Cars, Platform, RedisCli, running_platform
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CARS_TEST_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "actors" / "monitor" / "plugin"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REPAIR_TIMEOUT_MS = 240_000  # classify, propose, validate (reruns, regressions, mutation check) on a busy machine

@@ -481,6 +481,7 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
         ("GET", "/audit/{aggregate_id}"), ("POST", "/ingest"), ("POST", "/commands"), ("GET", "/asyncapi"),
         ("POST", "/runs"), ("GET", "/repairs"), ("GET", "/repairs/{repair_id}"),
         ("POST", "/repairs/{repair_id}/approve"),
+        ("POST", "/repairs/{repair_id}/reject"), ("GET", "/events/stream"),
     }
     for key, op in operations.items():
         assert op.get("summary") and op.get("tags"), key

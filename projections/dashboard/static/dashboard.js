@@ -7,6 +7,7 @@
   const PAGE = 1000; // GET /events page size (its maximum)
   const REFRESH_DELAY_MS = 250; // a burst of events causes one refresh
   const REFRESH_EVERY_MS = 30000; // "last seen" and friends age even when nothing happens
+  const VIEW_LAG_MS = 1500; // views (GET /repairs, /services) may be this far behind the event stream
   const HEARTBEAT = "service.heartbeat_recorded";
   const HEALED = new Set(["completed", "approved", "applied"]);
   // Unrepairable failures (product regressions, infrastructure) are not a failed heal: CARS never tries.
@@ -312,20 +313,48 @@
 
   // ------------------------------------------------------------------------------------ refresh
 
-  async function refresh() {
-    cache = new Map();
-    const jobs = [...Object.keys(tiles).map(renderTile), renderRepairs(), renderFlaky(), renderEnvironments(),
-      renderServices(), renderDetail()];
-    const failed = (await Promise.allSettled(jobs)).filter((r) => r.status === "rejected");
-    showError(failed.length ? `Could not load: ${[...new Set(failed.map((r) => r.reason.message))].join("; ")}` : "");
+  // What each part of the page shows, so that an event redraws only the parts it changes.
+  const SECTIONS = {
+    repairs: [renderRepairs, renderDetail, () => renderTile("heal-rate"), () => renderTile("open-repairs")],
+    flaky: [renderFlaky, () => renderTile("flaky-tests")],
+    environments: [renderEnvironments, () => renderTile("active-environments")],
+    services: [renderServices, () => renderTile("live-services")],
+  };
+
+  function sectionsOf(type) {
+    if (type === HEARTBEAT) return [];
+    if (type.startsWith("environment.")) return ["environments"];
+    if (type.startsWith("service.")) return ["services"];
+    if (type === "test.flakiness.changed") return ["flaky"];
+    if (type === "test.quarantined") return ["flaky", "repairs"];
+    if (/^(repair|heal|failure)\./.test(type)) return ["repairs"];
+    return [];
+  }
+
+  // Refreshes run one after the other, so an older answer never paints over a newer one.
+  let queue = Promise.resolve();
+  function refresh(sections = Object.keys(SECTIONS)) {
+    queue = queue.then(async () => {
+      cache = new Map();
+      const jobs = sections.flatMap((name) => SECTIONS[name].map((render) => render()));
+      const failed = (await Promise.allSettled(jobs)).filter((r) => r.status === "rejected");
+      showError(failed.length ? `Could not load: ${[...new Set(failed.map((r) => r.reason.message))].join("; ")}` : "");
+    });
+    return queue;
   }
 
   let pending = null;
-  function refreshSoon() {
-    if (pending === null) {
+  const stale = new Set();
+  function refreshSoon(sections) {
+    sections.forEach((name) => stale.add(name));
+    if (pending === null && stale.size) {
       pending = setTimeout(() => {
         pending = null;
-        refresh();
+        const names = [...stale];
+        stale.clear();
+        refresh(names);
+        // The stream reads the store, the views follow it a moment later: look once more then.
+        setTimeout(() => refresh(names), VIEW_LAG_MS);
       }, REFRESH_DELAY_MS);
     }
   }
@@ -383,7 +412,7 @@
         return;
       }
       addToFeed(ev);
-      if (ev.type !== HEARTBEAT) refreshSoon();
+      refreshSoon(sectionsOf(ev.type));
     };
   }
 
@@ -402,7 +431,7 @@
       act("reject", { reason });
     });
     refresh();
-    setInterval(refresh, REFRESH_EVERY_MS);
+    setInterval(() => refresh(), REFRESH_EVERY_MS);
     follow(Number(document.body.dataset.startAfter) || 0);
   });
 })();
