@@ -171,7 +171,7 @@
       const repairs = await source.repairs();
       const healed = repairs.filter((r) => HEALED.has(r.status)).length;
       const done = healed + repairs.filter((r) => UNHEALED.has(r.status)).length;
-      if (!done) return { value: "–", detail: "no finished repairs yet" };
+      if (!done) return { value: "–", detail: "no verdicts yet" };
       return { value: `${Math.round((100 * healed) / done)}%`, detail: `${healed} validated of ${done} with a verdict` };
     },
 
