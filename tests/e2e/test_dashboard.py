@@ -2,8 +2,9 @@
 
 A CI-like producer runs a small real project's tests with the CARS pytest plugin and publishes the report
 with `cars report`; the page, opened before that, must show the repairs live (no reload), and approving or
-rejecting one from the page must reach CARS and be recorded. Screenshots go to the test's tmp_path and are
-copied to tests/e2e/artifacts/<test>/ (git-ignored); their paths are printed.
+rejecting one from the page (with the API token the page asks for) must reach CARS and be recorded.
+Screenshots go to the test's tmp_path and are copied to tests/e2e/artifacts/<test>/ (git-ignored); their
+paths are printed.
 
 Chromium is never downloaded (`playwright install` is not used): without /usr/bin/chromium the tests skip
 locally and FAIL under CI=true (`.ci/run` installs it).
@@ -59,10 +60,15 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+API_TOKEN = "dashboard-e2e-token-0123456789"
+
+
 @pytest.fixture
 def up(cars_on_redis: Cars) -> Iterator[Platform]:
-    """`cars up` on the test Redis; the projects' pytest runs load no plugins but CARS's (seconds per run)."""
-    with running_platform(cars_on_redis.with_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")) as platform:
+    """`cars up` on the test Redis, with an API token (commands from the page need it); the projects'
+    pytest runs load no plugins but CARS's (seconds per run)."""
+    env = cars_on_redis.with_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", CARS_API_TOKEN=API_TOKEN)
+    with running_platform(env) as platform:
         yield platform
 
 
@@ -198,8 +204,14 @@ def test_a_failing_run_shows_up_live_and_is_approved_and_rejected_from_the_page(
     expect(page.locator("#detail-diff .line.del")).to_contain_text("'Hello, Ada'")
     dashboard.screenshot("greet-repair-diff")
 
-    # And approves it: CARS applies the patch, and the page follows along by itself
+    # And approves it: this CARS wants its API token first; the page asks for it, and sends nothing without it
     page.click("#approve")
+    expect(page.locator("#token-box")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#action-status")).to_contain_text("needs its API token")
+    assert not [c for c in bus.xrange("cars.commands") if "repair.approve" in c[1]["message"]]
+    page.fill("#api-token", API_TOKEN)
+    page.click("#approve")
+    # Then CARS applies the patch, and the page follows along by itself
     expect(detail).to_have_attribute("data-status", "applied", timeout=STEP_TIMEOUT_MS)
     expect(page.locator("#feed li[data-type='repair.applied']")).to_be_visible()
     expect(page.locator("#repairs tr[data-status='applied']", has_text=GREET_ID)).to_be_visible()
@@ -230,9 +242,10 @@ def test_a_failing_run_shows_up_live_and_is_approved_and_rejected_from_the_page(
     assert outcomes == [("repair.approved", completed[GREET_ID]), ("repair.applied", completed[GREET_ID]),
                         ("repair.rejected", completed[BYE_ID])]
     assert sent["repair.approve"]["repair_id"] == completed[GREET_ID]
-    # And the page never reloaded, and ran into no error
+    # And the page never reloaded, and ran into nothing but the one 401 of the approval without a token
     assert dashboard.never_reloaded()
-    assert dashboard.errors == []
+    assert dashboard.errors == ["console error: Failed to load resource: the server responded with a status of 401 "
+                                "(Unauthorized)"]
 
 
 def test_hostile_test_ids_are_shown_as_text_never_run(dashboard: Dashboard, up: Platform) -> None:
@@ -246,7 +259,7 @@ def test_hostile_test_ids_are_shown_as_text_never_run(dashboard: Dashboard, up: 
         {"test_id": test_id, "outcome": "failed",
          "evidence": {"exception_type": "AssertionError", "message": message}}]}}
     # When it is ingested
-    response = up.http.post("/ingest", json=run)
+    response = up.http.post("/ingest", json=run, headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert response.status_code == 202, response.text
     # Then the feed and the repairs table show it verbatim, as text
     expect(dashboard.feed_item("failure.detected", test_id)).to_be_visible(timeout=STEP_TIMEOUT_MS)

@@ -73,12 +73,20 @@
     return response.json();
   }
 
+  class Unauthorized extends Error {}
+
+  /** POST a command; with the API token the operator gave (CARS_API_TOKEN), when there is one. */
   async function post(url) {
-    const response = await fetch(url, { method: "POST", headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    const typed = $("#api-token").value.trim();
+    if (typed) sessionStorage.setItem("cars-api-token", typed);
+    const token = sessionStorage.getItem("cars-api-token");
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(url, { method: "POST", headers });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       const why = [body.error, ...(body.errors || [])].filter(Boolean).join("; ");
-      throw new Error(why || `HTTP ${response.status}`);
+      throw new (response.status === 401 ? Unauthorized : Error)(why || `HTTP ${response.status}`);
     }
     return body;
   }
@@ -305,7 +313,13 @@
         ? "Approval sent: CARS applies the patch and records it (see the live feed)."
         : "Rejection sent: CARS records it and never applies this patch.";
     } catch (error) {
-      status.textContent = `Not sent: ${error.message}`;
+      if (error instanceof Unauthorized) {
+        $("#token-box").hidden = false;
+        $("#api-token").focus();
+        status.textContent = "Not sent: this CARS needs its API token. Enter it above and press the button again.";
+      } else {
+        status.textContent = `Not sent: ${error.message}`;
+      }
     } finally {
       buttons.forEach((b) => { b.disabled = false; });
     }
