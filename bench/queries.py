@@ -58,9 +58,12 @@ def wrk(url: str, connections: int, duration: float, timeout_s: float = 30.0) ->
     total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = int(total.group(1)) if total else 0
+    if requests == 0:  # wrk prints 0us percentiles when nothing completed: no latency was measured
+        pct = {}
     return {
         "rps": rps, "p50_ms": pct.get("50", float("nan")), "p99_ms": pct.get("99", float("nan")),
-        "requests": int(total.group(1)) if total else 0,
+        "requests": requests,
         "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
     }
@@ -75,9 +78,12 @@ def served_paths(base_url: str) -> set[str]:
         return set(json.load(resp).get("paths", {}))
 
 
-def response_bytes(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=120) as resp:
-        return len(resp.read())
+def one_request(url: str) -> tuple[int, float]:
+    """(response bytes, seconds) of one GET on an otherwise idle server."""
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=300) as resp:
+        size = len(resp.read())
+    return size, time.perf_counter() - t0
 
 
 def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
@@ -108,8 +114,9 @@ def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
             for route in routes:
                 if route not in paths:
                     continue
+                size, seconds = one_request(cars.base_url + route)
                 out[route] = wrk(cars.base_url + route, connections, duration)
-                out[route]["response_bytes"] = response_bytes(cars.base_url + route)
+                out[route].update(response_bytes=size, single_request_s=seconds)
             out["rss_mb"] = cars.rss_mb()
     return out
 
