@@ -46,9 +46,10 @@ test-integration *ARGS: setup
 test-e2e *ARGS: setup
     {{venv}}/bin/pytest -q tests/e2e {{ARGS}}
 
-# Benchmarks: each figure printed beside a baseline measured in the same run
-bench: setup
-    {{py}} bench/store_relay.py
+# Benchmarks: each figure printed beside a baseline measured in the same run (bench/README.md; options: --help)
+bench *ARGS: setup
+    {{py}} -c "import matplotlib" 2>/dev/null || {{py}} -m pip install -q -e '.[dev,bench]'
+    {{py}} bench/run_all.py {{ARGS}}
 
 # Lint and type-check
 lint: setup

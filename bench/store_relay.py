@@ -5,7 +5,7 @@
 - relay: Relay.relay_once() from store to topic streams versus the baseline of XADDing the same
   entry fields with pipelined MULTI/EXEC batches and doing nothing else.
 
-Usage: python bench/store_relay.py [--events N]. Needs REDIS_URL or starts an embedded redis-server.
+Usage: python bench/store_relay.py [--events N]. Starts a private redis-server on a free port.
 Results also go to bench/results/store_relay.json.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -93,13 +92,9 @@ def main() -> None:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        server = None
-        url = os.environ.get("REDIS_URL")
-        if url:
-            url = url.rsplit("/", 1)[0] + "/12"  # a database of its own
-        else:
-            server = EmbeddedRedis(tmp, free_port(), persist=False)
-            url = server.start()
+        # A private redis-server: the relay figure flushes its database, never a shared one.
+        server = EmbeddedRedis(tmp, free_port(), persist=False)
+        url = server.start()
         try:
             for per in (1, 100):
                 cars, base = bench_store(n if per > 1 else n // 4, per, tmp)
@@ -109,8 +104,7 @@ def main() -> None:
             results["relay_events_per_s"] = cars
             results["relay_baseline_per_s"] = base
         finally:
-            if server:
-                server.stop()
+            server.stop()
     rows = [
         ("store append, 1 event per append (SQLite)", "store_append_1_per_s", "store_append_1_baseline_per_s"),
         ("store append, 100 events per append (SQLite)", "store_append_100_per_s", "store_append_100_baseline_per_s"),

@@ -1,0 +1,114 @@
+"""Figure 5: RSS of `cars up` idle, after the ingest benchmark, and across a bounded mixed soak.
+
+The idle and after-ingest readings come from the same process as figures 1 and 2 (see ingest.py).
+The soak then keeps that process busy for `--soak-minutes` on loopback with a bounded loop; every
+second it XADDs `--soak-rate` run reports (new runs, 20 projects), one heartbeat command, and reads
+`GET /services`, `GET /repairs` and `GET /events?limit=100`. RSS is sampled every 5 s; growth is the
+last sample against the first one (taken after a 10 % warm-up), in percent.
+
+Baseline, same run: the RSS of a bare Python interpreter that imports everything `cars up` imports
+and starts nothing (the floor no CARS change can go under).
+
+Usage: python bench/memory.py [--soak-minutes M] (runs ingest.py's SQLite setup with a small N first)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import redis  # noqa: E402
+from common import Cars, rss_mb, run_reported, write_result  # noqa: E402
+
+from bus import streams  # noqa: E402
+
+
+def import_floor_mb() -> float:
+    """RSS of a Python process that imports the runtime and does nothing else."""
+    code = "import bus.runtime, bus.cli, sys; sys.stdout.write('ok'); sys.stdout.flush(); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            cwd=HERE.parent)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.read(2)
+        return rss_mb(proc.pid)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def soak(cars: Cars, url: str, minutes: float, rate: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    samples: list[tuple[float, float]] = []
+    seconds = minutes * 60
+    warmup = seconds * 0.1
+    start = time.monotonic()
+    i = 0
+    next_sample = start + warmup
+    http_errors = 0
+    while (now := time.monotonic()) - start < seconds:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(rate):
+            pipe.xadd(streams.INGEST, {streams.MESSAGE_FIELD: run_reported(f"soak-p{i % 20}", f"soak-r{i}")})
+            i += 1
+        beat = json.dumps({"type": "service.heartbeat", "data": {"instance": "soak-bot"}})
+        pipe.xadd(streams.COMMANDS, {streams.MESSAGE_FIELD: beat})
+        pipe.execute()
+        for path in ("/services", "/repairs", "/events?limit=100"):
+            try:
+                with urllib.request.urlopen(cars.base_url + path, timeout=30) as resp:
+                    resp.read()
+            except (OSError, urllib.error.URLError):
+                http_errors += 1
+        if now >= next_sample:
+            samples.append((now - start, cars.rss_mb()))
+            next_sample += 5
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+    samples.append((time.monotonic() - start, cars.rss_mb()))
+    client.close()
+    first, last = samples[0][1], samples[-1][1]
+    return {
+        "soak_minutes": minutes, "soak_runs": i, "soak_rate_runs_per_s": rate, "soak_http_errors": http_errors,
+        "soak_rss_start_mb": first, "soak_rss_end_mb": last, "soak_rss_max_mb": max(s[1] for s in samples),
+        "soak_rss_growth_pct": (last - first) / first * 100, "soak_samples": samples,
+    }
+
+
+def between(minutes: float, rate: int) -> Any:
+    """The hook ingest.run_sqlite calls with the process it measured."""
+    def run(cars: Cars, url: str) -> dict[str, Any]:
+        return soak(cars, url, minutes, rate) if minutes > 0 else {}
+    return run
+
+
+def main() -> None:
+    import ingest
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--soak-minutes", type=float, default=2.0)
+    ap.add_argument("--soak-rate", type=int, default=2, help="run reports per second during the soak")
+    ap.add_argument("--runs", type=int, default=100, help="ingest runs before the soak")
+    args = ap.parse_args()
+    result = ingest.run_sqlite(args.runs, 20, 0, 0, 600, between=between(args.soak_minutes, args.soak_rate))
+    result["import_floor_mb"] = import_floor_mb()
+    with contextlib.suppress(KeyError):
+        del result["ingest"]
+    write_result("memory", result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Figure 4: HTTP queries under `wrk`, over a store holding many repairs, beside a same-run baseline.
+
+A store with `--repairs` repairs (heal.requested + repair.completed each, written as in replay.py) is
+folded into the views with `cars replay`'s rebuild; then a real `cars up` serves it (its relay
+position is set to the end of the store first, so it does not republish history meanwhile) and
+`wrk` (Debian's package) drives each route with `--connections` connections for `--duration` s.
+
+Routes: `GET /statistics` when the running CARS serves it (read from its /openapi.json, so the figure
+appears by itself once the route exists; nothing is reported while it does not), `GET /repairs`
+and `GET /services`. Baseline, same process and run: `GET /health`, the cheapest route: the floor of
+the HTTP stack (uvicorn + FastAPI) on this machine.
+
+Usage: python bench/queries.py [--repairs N] [--connections C] [--duration S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import redis  # noqa: E402
+from common import Cars, private_redis, write_result  # noqa: E402
+from replay import generate  # noqa: E402
+
+from bus.store import EventStore  # noqa: E402
+from bus.streams import RELAY_POSITION_KEY  # noqa: E402
+from projections.db import ViewDB  # noqa: E402
+from projections.replay import rebuild  # noqa: E402
+from projections.views import default_views  # noqa: E402
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk(url: str, connections: int, duration: float, timeout_s: float = 30.0) -> dict[str, float]:
+    """requests/s, p50/p99 in ms, and error counts from one wrk run."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
+    out = subprocess.run(
+        [exe, "-t2", f"-c{connections}", f"-d{duration:g}s", f"--timeout={timeout_s:g}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)}
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = int(total.group(1)) if total else 0
+    if requests == 0:  # wrk prints 0us percentiles when nothing completed: no latency was measured
+        pct = {}
+    return {
+        "rps": rps, "p50_ms": pct.get("50", float("nan")), "p99_ms": pct.get("99", float("nan")),
+        "requests": requests,
+        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def served_paths(base_url: str) -> set[str]:
+    with urllib.request.urlopen(base_url + "/openapi.json", timeout=30) as resp:
+        return set(json.load(resp).get("paths", {}))
+
+
+def one_request(url: str) -> tuple[int, float]:
+    """(response bytes, seconds) of one GET on an otherwise idle server."""
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=300) as resp:
+        size = len(resp.read())
+    return size, time.perf_counter() - t0
+
+
+def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration}
+    with tempfile.TemporaryDirectory(prefix="bench-queries-") as d, private_redis(Path(d)) as url:
+        home = Path(d) / "up"
+        home.mkdir()
+        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(home / "events.sqlite"),
+               "SQLITE_LOCK_TIMEOUT": "30"}
+        store = EventStore(env)
+        t0 = time.perf_counter()
+        events = generate(store, repairs * 2, repairs_only=True)
+        db = ViewDB.from_store_env(env, home)
+        rebuild(store, db, default_views())
+        out["build_s"] = time.perf_counter() - t0
+        out["events"] = events
+        client = redis.Redis.from_url(url)
+        client.set(RELAY_POSITION_KEY, store.max_position())
+        client.close()
+        db.close()
+        store.close()
+        with Cars(home, url, name="up") as cars:
+            cars.wait_ready(timeout_s=120)
+            paths = served_paths(cars.base_url)
+            routes = ["/statistics", "/repairs", "/services"]
+            out["statistics_served"] = "/statistics" in paths
+            out["health"] = wrk(cars.base_url + "/health", connections, duration)
+            for route in routes:
+                if route not in paths:
+                    continue
+                size, seconds = one_request(cars.base_url + route)
+                out[route] = wrk(cars.base_url + route, connections, duration)
+                out[route].update(response_bytes=size, single_request_s=seconds)
+            out["rss_mb"] = cars.rss_mb()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repairs", type=int, default=100_000)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=10.0)
+    args = ap.parse_args()
+    result = measure(args.repairs, args.connections, args.duration)
+    write_result("queries", result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
