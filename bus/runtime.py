@@ -46,8 +46,8 @@ from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
 from bus.consumer import ConsumerConfig, StreamConsumer, subscribe
 from bus.embedded import EmbeddedRedis, running_bus_url
-from bus.notify_queue import RedisRetryQueue
 from bus.metrics import BusMetrics, render, source_up_family, store_position_family, stream_families
+from bus.notify_queue import RedisRetryQueue
 from bus.relay import Relay
 from bus.settings import Settings
 from bus.store import EventStore
