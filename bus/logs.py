@@ -7,7 +7,8 @@ FastStream's, uvicorn's, eventsourcing's), so whatever a library logs is redacte
 - `Authorization` header values and `Bearer ...` tokens;
 - `password=...`, `token: ...`, `client_secret=...` pairs in text (libpq conninfo, query strings);
 - the literal values of the secret settings in effect (CARS_API_TOKEN, POSTGRES_PASSWORD, the
-  password in REDIS_URL), wherever they appear;
+  password in REDIS_URL, every webhook's HMAC secret and URL: a Slack webhook URL is itself the
+  secret), wherever they appear;
 - `extra` fields whose name contains password, secret, token or authorization (the whole value),
   and secrets inside the other `extra` values (strings, and dicts and lists of them).
 
@@ -58,7 +59,18 @@ def secrets_from_env(env: Mapping[str, str] | None = None) -> list[str]:
             found.append(urlsplit(url).password or "")
         except ValueError:
             continue
+    found += _webhook_secrets(env)
     return [s for s in found if len(s) >= MIN_LITERAL]
+
+
+def _webhook_secrets(env: Mapping[str, str]) -> list[str]:
+    from actors.notifier.config import WebhookConfigError, parse_targets
+
+    try:
+        targets = parse_targets(env)
+    except (WebhookConfigError, OSError):  # reported by Settings at start-up; nothing to redact here
+        return []
+    return [s for t in targets for s in (t.secret or "", t.url)]
 
 
 class Redactor:

@@ -107,6 +107,22 @@ def test_the_configured_secrets_come_from_the_settings() -> None:
     assert secrets_from_env({"REDIS_URL": "redis://h:1/0"}) == []
 
 
+def test_webhook_secrets_and_urls_are_redacted_literally() -> None:
+    # Given a Slack target (its URL is the secret) and a JSON target with an HMAC secret by reference
+    hook = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
+    env = {"CARS_WEBHOOKS": json.dumps([
+        {"name": "chat", "url": hook, "format": "slack"},
+        {"name": "ops", "url": "https://ops.example/cars", "secret_env": "OPS_SECRET"},
+    ]), "OPS_SECRET": "hmac-key-123456"}
+    redactor = Redactor(secrets_from_env(env))
+    # When an HTTP error naming the URL, and the secret, are logged
+    line = redactor.text(f"404, message='Not Found', url='{hook}'; signing with hmac-key-123456")
+    # Then neither is in the line
+    assert line == "404, message='Not Found', url='***'; signing with ***"
+    # And a broken webhook configuration does not stop logging (Settings reports it)
+    assert secrets_from_env({"CARS_WEBHOOKS": "[not json"}) == []
+
+
 def test_a_record_with_a_broken_format_string_is_still_logged_redacted(
     logged: tuple[logging.Logger, io.StringIO, io.StringIO],
 ) -> None:
