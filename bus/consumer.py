@@ -26,12 +26,14 @@ import anyio
 from attrs import frozen
 from faststream import AckPolicy
 from faststream.redis import RedisRouter, RedisStreamMessage, StreamSub
+from opentelemetry import trace
 from redis.asyncio import Redis
 
 from actors.errors import Rejected
 from bus import wire
 from bus.dlq import dead_letter
-from bus.streams import errors_key
+from bus.metrics import BusMetrics
+from bus.streams import DLQ, errors_key
 from contracts import ContractError, Envelope
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,10 @@ class StreamConsumer:
 
     def __init__(
         self, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
-        accepts: frozenset[str] | None, config: ConsumerConfig,
+        accepts: frozenset[str] | None, config: ConsumerConfig, metrics: BusMetrics | None = None,
     ) -> None:
         self.client = client
+        self.metrics = metrics
         self.stream = stream
         self.group = group
         self.handler = handler
@@ -115,18 +118,29 @@ class StreamConsumer:
                                         deliveries)
             else:
                 await msg.ack()
+                self._count("ignored")
             return
         if self.accepts is not None and envelope.type not in self.accepts:
             await msg.ack()
+            self._count("ignored")
             return
+        trace.get_current_span().set_attributes({
+            "cars.message.type": envelope.type, "cars.message.id": str(envelope.id),
+            "cars.correlation_id": envelope.correlation_id, "cars.consumer_group": self.group,
+        })
         try:
-            await self._handle_kept_claimed(redis, entry_id, envelope, reclaimed=reclaimed)
+            if self.metrics is None:
+                await self._handle_kept_claimed(redis, entry_id, envelope, reclaimed=reclaimed)
+            else:
+                with self.metrics.timed(self.stream, self.group):
+                    await self._handle_kept_claimed(redis, entry_id, envelope, reclaimed=reclaimed)
         except Rejected as exc:
             await self._dead_letter(redis, msg, raw, other, f"rejected: {exc}", deliveries)
             return
         except Exception as exc:
             # Transient until proven otherwise: leave it pending for reclaim, remember why.
             self.failures += 1
+            self._count("failed")
             reason = f"{type(exc).__name__}: {exc}"
             await redis.hset(errors_key(self.stream, self.group), entry_id, reason[:2000])
             log.warning(
@@ -140,6 +154,7 @@ class StreamConsumer:
         self.processed += 1
         log.debug("handled", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
                                     "type": envelope.type, "consumer": self.config.consumer, "reclaimed": reclaimed})
+        self._count("handled")
         if reclaimed:
             await redis.hdel(errors_key(self.stream, self.group), entry_id)
 
@@ -186,8 +201,16 @@ class StreamConsumer:
         await msg.ack()
         await redis.hdel(errors_key(self.stream, self.group), entry_id)
         self.dead_lettered += 1
+        self._count("dead_lettered")
+        if self.metrics is not None:
+            self.metrics.published_one(DLQ)
         log.warning("dead-lettered", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
                                             "reason": reason})
+
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.consumed_one(self.stream, self.group, outcome)
 
 
 def _entry_id(msg: RedisStreamMessage) -> str:
@@ -197,11 +220,12 @@ def _entry_id(msg: RedisStreamMessage) -> str:
 
 def subscribe(
     router: RedisRouter, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
-    accepts: frozenset[str] | None, config: ConsumerConfig, title: str,
+    accepts: frozenset[str] | None, config: ConsumerConfig, title: str, metrics: BusMetrics | None = None,
 ) -> StreamConsumer:
     """Add the fresh and reclaim subscribers of `handler` on `stream` in consumer group `group`."""
     consumer = StreamConsumer(
-        client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config
+        client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config,
+        metrics=metrics,
     )
 
     # One entry per read (XREADGROUP COUNT 1): without a count, the first consumer to read takes every

@@ -11,10 +11,17 @@ position is read back from Redis on every round and never cached, so whatever ha
 EXEC (applied, or lost with its connection) the next round starts from the truth. The position key
 is WATCHed: EXEC is refused when anything moved it since it was read (a second relay running by
 mistake), and redis-py cannot silently re-send a transaction whose reply it lost.
+
+Tracing: each event is published inside a PRODUCER span of its own whose parent is the trace context
+the event was recorded in (its envelope's `metadata`, see `bus.store`), so the entry's `traceparent`
+continues the trace of the message that caused the event, and the next actor continues it in turn.
+The batch span `cars.relay publish` is linked from each of them. An event recorded outside any trace
+is published as a child of the batch span.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -23,13 +30,15 @@ import anyio
 from attrs import define
 from eventsourcing.persistence import PersistenceError
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, Span, SpanKind
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
+from bus.metrics import BusMetrics
 from bus.store import Recorded
 from bus.streams import POSITION_FIELD, RELAY_POSITION_KEY, RESULTS, events_stream
+from bus.telemetry import context_from
 from bus.wire import publish
 from contracts import ContractError
 
@@ -85,7 +94,7 @@ class Relay:
 
     def __init__(
         self, store: NotificationLog, redis: Redis, *, maxlen: int, batch: int = 500,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 5.0, metrics: BusMetrics | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
@@ -95,6 +104,7 @@ class Relay:
         self.batch = batch
         self.backoff_max_s = backoff_max_s
         self.stats = RelayStats()
+        self.metrics = metrics
         self._checked_store = False
 
     async def position(self) -> int:
@@ -121,10 +131,13 @@ class Relay:
                     "messaging.batch.message_count": len(records),
                     "cars.relay.first_position": first, "cars.relay.last_position": last,
                 },
-            ) as span:
+            ) as span, contextlib.ExitStack() as event_spans:
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 for record in records:
-                    await self._queue(pipe, record)
+                    event_span = self._event_span(record, span)
+                    event_spans.callback(event_span.end)  # once EXEC has answered
+                    with trace.use_span(event_span, end_on_exit=False):
+                        await self._queue(pipe, record)
                 pipe.set(RELAY_POSITION_KEY, last)
                 try:
                     results = await pipe.execute(raise_on_error=False)
@@ -136,6 +149,7 @@ class Relay:
                     log.info("relay: position moved during batch %d..%d; re-reading it", first, last)
                     return 0
         self._check_results(records, results)
+        self._count(records, results)
         self.stats.published += len(records)
         self.stats.batches += 1
         return len(records)
@@ -180,6 +194,32 @@ class Relay:
         await publish(pipe, events_stream(entry.area), record.envelope, maxlen=self.maxlen, extra=extra)
         if entry.summary:
             await publish(pipe, RESULTS, record.envelope, maxlen=self.maxlen, extra=extra)
+
+    def _event_span(self, record: Recorded, batch: Span) -> Span:
+        """The PRODUCER span one event is published in, continuing the trace it was recorded in."""
+        envelope = record.envelope
+        stream = events_stream(envelope.entry.area)
+        return tracer.start_span(
+            f"{stream} publish", context=context_from(envelope.metadata), kind=SpanKind.PRODUCER,
+            links=[Link(batch.get_span_context())],
+            attributes={
+                "messaging.system": "redis", "messaging.operation.type": "publish",
+                "messaging.destination.name": stream, "cars.message.type": envelope.type,
+                "cars.message.id": str(envelope.id), "cars.correlation_id": envelope.correlation_id,
+                "cars.relay.position": record.position,
+            },
+        )
+
+    def _count(self, records: Sequence[Recorded], results: Sequence[Any]) -> None:
+        """Count the entries Redis took, per stream (XADD replies in the order `_queue` sent them)."""
+        if self.metrics is None:
+            return
+        replies = iter(results)
+        for record in records:
+            entry = record.envelope.entry
+            for stream in (events_stream(entry.area), *((RESULTS,) if entry.summary else ())):
+                if not isinstance(next(replies, None), Exception):
+                    self.metrics.published_one(stream)
 
     def _check_results(self, records: Sequence[Recorded], results: Sequence[Any]) -> None:
         """Report XADDs that Redis refused inside the committed transaction.

@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import anyio
+import anyio.abc
 import uvicorn
 from attrs import define, field
 from faststream.redis import RedisBroker, RedisRouter
@@ -45,6 +46,7 @@ from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
 from bus.consumer import ConsumerConfig, StreamConsumer, subscribe
 from bus.embedded import EmbeddedRedis, running_bus_url
+from bus.metrics import BusMetrics, render, source_up_family, store_position_family, stream_families
 from bus.notify_queue import RedisRetryQueue
 from bus.relay import Relay
 from bus.settings import Settings
@@ -57,6 +59,7 @@ from contracts.values import FailureClass
 from projections.api import ApiDeps, create_api
 from projections.db import ViewDB
 from projections.heals import list_repairs, repair_candidates, strategy_stats
+from projections.metrics import ActiveEnvironments, view_families
 from projections.runner import ProjectionRunner
 from projections.services import list_services
 from projections.views import default_views
@@ -160,6 +163,7 @@ class Platform:
     consumers: dict[str, StreamConsumer] = field(factory=dict)
     started_at: dt.datetime = field(factory=utcnow)
     http_port: int | None = None
+    metrics_port: int | None = None
     monitor_shared: monitor.MonitorDeps | None = None
     notifier_shared: notifier.NotifierDeps | None = None
     quiet: bool = False  # no FastStream log lines (a command line that prints its own progress)
@@ -176,6 +180,8 @@ class Platform:
                 with anyio.CancelScope(shield=True):
                     await server.shutdown()
             raise
+    metrics: BusMetrics = field(factory=BusMetrics)
+    active_environments: ActiveEnvironments | None = None
 
     async def redis(self) -> Redis:
         assert self.client is not None, "the platform is not started"
@@ -183,7 +189,39 @@ class Platform:
 
     async def publish(self, envelope: Envelope[Any]) -> tuple[str, str]:
         """Put a command on its inbound stream (ValueError for an event)."""
-        return await wire.publish_inbound(await self.redis(), envelope, maxlen=self.settings.stream_maxlen)
+        stream, entry_id = await wire.publish_inbound(await self.redis(), envelope, maxlen=self.settings.stream_maxlen)
+        self.metrics.published_one(stream)
+        return stream, entry_id
+
+    async def scrape(self) -> bytes:
+        """GET /metrics: this process's counters, plus the bus, the store and the views read now. A part
+        that cannot be read is left out and reported by `cars_metrics_source_up{source}` = 0."""
+        assert self.store is not None and self.views is not None
+        store, views = self.store, self.views
+        if self.active_environments is None:
+            self.active_environments = ActiveEnvironments(store)
+        environments = self.active_environments
+        families: list[Any] = []
+        up: dict[str, bool] = {}
+        sources: dict[str, Callable[[], Awaitable[list[Any]]]] = {
+            "redis": lambda: self._redis_families(),
+            "store": lambda: self._store_families(store),
+            "views": lambda: view_families(views, environments),
+        }
+        for source, read in sources.items():
+            try:
+                families += await read()
+                up[source] = True
+            except Exception as exc:  # a scrape must answer; the gauge below says what is missing
+                log.warning("metrics: could not read %s: %s", source, exc)
+                up[source] = False
+        return render(self.metrics.registry, [*families, source_up_family(up)])
+
+    async def _redis_families(self) -> list[Any]:
+        return await stream_families(await self.redis())
+
+    async def _store_families(self, store: EventStore) -> list[Any]:
+        return [store_position_family(await anyio.to_thread.run_sync(store.max_position))]
 
     async def ready(self) -> dict[str, str]:
         status: dict[str, str] = {}
@@ -257,7 +295,7 @@ class Platform:
         for stream, accepts in subscriptions.items():
             self.consumers[f"{actor}@{stream}"] = subscribe(
                 router, client=self.redis, stream=stream, group=actor, handler=handler, accepts=accepts,
-                config=self.consumer_config(), title=actor,
+                config=self.consumer_config(), title=actor, metrics=self.metrics,
             )
         return router
 
@@ -330,6 +368,7 @@ class Platform:
             repair_candidates=lambda rid: repair_candidates(views, rid),
             api_token=self.settings.api_token, cors_origins=self.settings.cors_origins,
             max_position=self.store.max_position, stopping=lambda: self.stopping,
+            metrics=self.scrape,
         )
 
     @contextlib.asynccontextmanager
@@ -422,7 +461,8 @@ class Platform:
                 await anyio.to_thread.run_sync(runner.setup)
                 tg.start_soon(runner.run, None, s.poll_ms / 1000)
             if self.relay:
-                tg.start_soon(Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch).run,
+                tg.start_soon(Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch,
+                                    metrics=self.metrics).run,
                               None, s.poll_ms / 1000)
             if "registry" in self.actors and (self.projections or s.store == "postgres"):
                 # The sweep reads the services view: kept by this process's projections, or, on
@@ -440,17 +480,16 @@ class Platform:
                     self.monitored_projects))
             server: _Server | None = None
             if self.api:
-                config = uvicorn.Config(
-                    create_api(self.api_deps()), host=s.http_host, port=s.http_port, log_config=None,
-                    access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_HTTP_S,
-                )
-                server = _Server(config)
-                tg.start_soon(self.serve_http, server)
-                while not server.started:
-                    if server.should_exit:
-                        raise RuntimeError(f"the HTTP API could not listen on {s.http_host}:{s.http_port}")
-                    await anyio.sleep(0.02)
-                self.http_port = server.servers[0].sockets[0].getsockname()[1]
+                server, self.http_port = await _listen(tg, create_api(self.api_deps()), s.http_host, s.http_port,
+                                                       "the HTTP API", run=self.serve_http)
+            metrics_server: _Server | None = None
+            if s.metrics_port is not None:
+                # This process's own counters (not the bus-wide gauges of GET /metrics), so that a
+                # `cars worker` without the API can be scraped too.
+                from prometheus_client import make_asgi_app
+
+                metrics_server, self.metrics_port = await _listen(
+                    tg, make_asgi_app(self.metrics.registry), s.http_host, s.metrics_port, "the metrics port")
             await self.register()
             tg.start_soon(self.heartbeat_forever)
             if on_ready is not None:
@@ -465,6 +504,26 @@ class Platform:
                     self.stopping = True
                     if server is not None:
                         server.should_exit = True
+                    if metrics_server is not None:
+                        metrics_server.should_exit = True
+
+
+async def _listen(tg: anyio.abc.TaskGroup, app: Any, host: str, port: int, what: str,
+                  run: Callable[[uvicorn.Server], Coroutine[Any, Any, None]] | None = None) -> tuple[_Server, int]:
+    """Serve the ASGI `app` on host:port in `tg` (through `run(server)` when given); returns the server
+    and the port it listens on."""
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                                    timeout_graceful_shutdown=GRACEFUL_HTTP_S))
+    tg.start_soon(run or _serve, server)
+    while not server.started:
+        if server.should_exit:
+            raise RuntimeError(f"{what} could not listen on {host}:{port}")
+        await anyio.sleep(0.02)
+    return server, server.servers[0].sockets[0].getsockname()[1]
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    await server.serve()
 
 
 async def run_until_signal(

@@ -63,6 +63,8 @@ VARIABLES: dict[str, str] = {
     "CARS_VALIDATION_MEMORY_MB": "address space per process of a validation test run, in MiB (default 4096)",
     "CARS_LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
     "CARS_LOG_JSON": "1 for JSON log lines",
+    "CARS_METRICS_PORT": "also serve this process's own Prometheus counters on this port (default: off; "
+                         "GET /metrics of the API serves them too)",
     "OTEL_*": "standard OpenTelemetry SDK variables (OTEL_TRACES_EXPORTER=console|otlp|none, ...)",
     "CARS_API_TOKEN": "bearer token required by every POST of the HTTP API (at least 16 characters; unset: "
                       "no token, allowed on a loopback host only)",
@@ -104,6 +106,7 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
     notifier: NotifierSettings = field(factory=NotifierSettings)
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +142,7 @@ class Settings:
             api_token=_api_token(env),
             cors_origins=tuple(o.strip() for o in env.get("CARS_CORS_ORIGINS", "").split(",") if o.strip()),
             notifier=_notifier(env),
+            metrics_port=_int(env, "CARS_METRICS_PORT", -1, minimum=0) if env.get("CARS_METRICS_PORT") else None,
         )
 
     def store_env(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
@@ -28,6 +28,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 import contracts
+from bus.telemetry import current_trace_context
 from contracts import Envelope
 from projections.db import postgres_conninfo
 
@@ -89,8 +90,16 @@ class ContractMapper(Mapper[uuid.UUID]):
         return Envelope(
             data=env.data, id=env.id, occurred_at=env.occurred_at, correlation_id=env.correlation_id,
             causation_id=env.causation_id, stream_id=uuid.UUID(str(stored.originator_id)),
-            stream_version=stored.originator_version,
+            stream_version=stored.originator_version, metadata=env.metadata,
         )
+
+
+def with_trace_context(events: Sequence[Envelope[Any]]) -> Sequence[Envelope[Any]]:
+    """`events`, each carrying the current W3C trace context in its metadata unless it has one."""
+    context = current_trace_context()
+    if not context:
+        return events
+    return [e if "traceparent" in e.metadata else evolve(e, metadata={**e.metadata, **context}) for e in events]
 
 
 def ensure_postgres_schema(env: dict[str, str]) -> None:
@@ -151,9 +160,13 @@ class EventStore:
 
         Returns their positions in the notification log. Raises ConcurrencyConflict when the stream
         has moved on: the caller lost a race, or is processing a redelivered message.
+
+        Events without a trace context get the caller's current one in their metadata (anyio carries
+        it into worker threads), so that the relay can publish them in the trace that recorded them.
         """
         if not events:
             return []
+        events = with_trace_context(events)
         pending = [
             Pending(
                 originator_id=stream_id,

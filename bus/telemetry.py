@@ -1,21 +1,36 @@
-"""OpenTelemetry set-up from the standard OTEL_* variables.
+"""OpenTelemetry set-up from the standard OTEL_* variables, and trace context carried with events.
 
 `OTEL_TRACES_EXPORTER`: `none` (default: spans are still made, so trace context propagates through
-the wire format), `console` (spans printed to stderr), or `otlp` (needs the
-opentelemetry-exporter-otlp package installed). `OTEL_SERVICE_NAME` defaults to `cars`.
+the wire format and the store), `console` (spans printed to stderr), `otlp` (OTLP over HTTP: needs
+the opentelemetry-exporter-otlp-proto-http package, the `otlp` extra of CARS; it reads
+`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS` and the other OTLP variables itself), or a
+comma-separated list of these. `OTEL_SERVICE_NAME` defaults to `cars`; `OTEL_RESOURCE_ATTRIBUTES` and
+`OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` are read by the SDK. `OTEL_SDK_DISABLED=true` turns
+tracing off altogether (no spans, so no trace context either).
+
+One trace follows a message through every hop: a producer's `traceparent` field is continued by
+the consuming actor's span (FastStream's RedisTelemetryMiddleware); an event that actor records
+keeps that span's context in its `metadata` (`bus.store`); and the relay publishes the event in a
+span whose parent is that context (`bus.relay`), which the next actor continues in turn.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from bus.streams import TRACE_FIELDS
 
 log = logging.getLogger(__name__)
+
+EXPORTERS = ("none", "console", "otlp")
 
 
 def tracer_provider() -> trace.TracerProvider:
@@ -23,18 +38,45 @@ def tracer_provider() -> trace.TracerProvider:
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current  # already configured (by tests, or by an earlier call)
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return current
     provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "cars")}))
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            log.warning("OTEL_TRACES_EXPORTER=otlp but opentelemetry-exporter-otlp is not installed; no export")
-        else:
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    elif exporter not in ("none", ""):
-        log.warning("OTEL_TRACES_EXPORTER=%s is not supported here; use none, console or otlp", exporter)
+    for exporter in span_exporters(os.environ.get("OTEL_TRACES_EXPORTER", "none")):
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def span_exporters(setting: str) -> list[SpanExporter]:
+    """The exporters an OTEL_TRACES_EXPORTER value names; unknown or unavailable ones are logged."""
+    exporters: list[SpanExporter] = []
+    for name in (n.strip().lower() for n in setting.split(",")):
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            try:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            except ImportError:
+                log.warning("OTEL_TRACES_EXPORTER=otlp, but opentelemetry-exporter-otlp-proto-http is not "
+                            "installed (pip install 'cars[otlp]'); spans are not exported")
+            else:
+                exporters.append(OTLPSpanExporter())
+        elif name not in ("none", ""):
+            log.warning("OTEL_TRACES_EXPORTER=%s is not supported; use %s", name, ", ".join(EXPORTERS))
+    return exporters
+
+
+def current_trace_context() -> dict[str, str]:
+    """The W3C trace context (`traceparent`, `tracestate`) of the current span; empty outside one."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {k: v for k, v in carrier.items() if k in TRACE_FIELDS}
+
+
+def context_from(metadata: Mapping[str, str]) -> Context | None:
+    """The trace context kept in an envelope's metadata, or None when there is none (or it is invalid)."""
+    carrier = {k: v for k, v in metadata.items() if k in TRACE_FIELDS}
+    if "traceparent" not in carrier:
+        return None
+    context = propagate.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None

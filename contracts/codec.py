@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 ENVELOPE_KEYS = frozenset(
     {"type", "version", "id", "occurred_at", "correlation_id", "causation_id", "stream_id",
-     "stream_version", "data"}
+     "stream_version", "metadata", "data"}
 )
 
 
@@ -173,9 +173,9 @@ def unstructure(obj: Any) -> Any:
 
 
 def encode(envelope: Envelope[Any]) -> dict[str, Any]:
-    """The JSON-ready dict of an envelope."""
+    """The JSON-ready dict of an envelope (`metadata` only when it has entries)."""
     entry = envelope.entry
-    return {
+    encoded = {
         "type": entry.tag,
         "version": entry.version,
         "id": str(envelope.id),
@@ -186,6 +186,9 @@ def encode(envelope: Envelope[Any]) -> dict[str, Any]:
         "stream_version": envelope.stream_version,
         "data": converter.unstructure(envelope.data, entry.cls),
     }
+    if envelope.metadata:
+        encoded["metadata"] = dict(envelope.metadata)
+    return encoded
 
 
 def decode(obj: Any) -> Envelope[Any]:
@@ -229,6 +232,12 @@ def decode(obj: Any) -> Envelope[Any]:
             fields["stream_version"] = obj["stream_version"]
         else:
             problems.append("stream_version must be an integer @ $.stream_version")
+    if obj.get("metadata") is not None:
+        metadata = obj["metadata"]
+        if isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values()):
+            fields["metadata"] = metadata
+        else:
+            problems.append("metadata must be an object of strings @ $.metadata")
     if problems:
         raise ContractError(problems)
     try:

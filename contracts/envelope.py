@@ -4,10 +4,15 @@ Wire form (plain UTF-8 JSON)::
 
     {"type": "run.reported", "version": 2, "id": "<uuid>", "occurred_at": "<ISO 8601>",
      "correlation_id": "<str>", "causation_id": "<str>|null", "stream_id": "<uuid>|null",
-     "stream_version": <int>|null, "data": {...}}
+     "stream_version": <int>|null, "metadata": {"<str>": "<str>"}, "data": {...}}
 
 `stream_id`/`stream_version` are set on events read from the store (the aggregate an event belongs
 to and its position in that aggregate's history); producers leave them out.
+
+`metadata` (optional, written only when not empty) carries string facts about how the message
+travelled rather than what it says: CARS keeps the W3C trace context (`traceparent`, `tracestate`)
+of the handler that recorded an event there, so that the relay continues that trace. It takes part
+in equality (a round trip keeps it) but not in the hash.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from typing import Any, Generic, TypeVar
 from attrs import field, frozen
 
 from contracts import catalog
-from contracts.limits import MAX_ID, bounded, non_empty
+from contracts.limits import MAX_ID, bounded, non_empty, string_map
 
 M = TypeVar("M")
 
 # Namespace for ids derived from natural keys (uuid5). Never change it: stored ids depend on it.
 CARS_NAMESPACE = uuid.UUID("6f1c1a55-9b0e-4c1e-8c55-ca125ca125c0")
+
+# At most this many metadata entries per envelope (each key and value at most MAX_ID characters).
+MAX_METADATA = 16
 
 
 def natural_id(kind: str, *keys: object) -> uuid.UUID:
@@ -41,6 +49,7 @@ class Envelope(Generic[M]):
     causation_id: str | None = None
     stream_id: uuid.UUID | None = None
     stream_version: int | None = None
+    metadata: dict[str, str] = field(factory=dict, hash=False, validator=string_map(MAX_METADATA, MAX_ID))
 
     def __attrs_post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -74,4 +83,4 @@ def reply_id(cause: uuid.UUID, index: int = 0) -> uuid.UUID:
     return natural_id("caused-by", cause, index)
 
 
-__all__ = ["CARS_NAMESPACE", "Envelope", "natural_id", "non_empty", "reply_id"]
+__all__ = ["CARS_NAMESPACE", "MAX_METADATA", "Envelope", "natural_id", "non_empty", "reply_id"]

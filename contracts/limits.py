@@ -46,3 +46,21 @@ def max_items(limit: int) -> Any:
             raise ValueError(f"{attribute.name} has {len(value)} items; the limit is {limit}")
 
     return check
+
+
+def string_map(limit: int, max_len: int) -> Any:
+    """A validator: a dict of at most `limit` non-blank string keys to string values, each at most
+    `max_len` characters."""
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{attribute.name} must be an object of strings")
+        if len(value) > limit:
+            raise ValueError(f"{attribute.name} has {len(value)} entries; the limit is {limit}")
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.strip() or len(key) > max_len:
+                raise ValueError(f"{attribute.name} keys must be non-empty strings of at most {max_len} characters")
+            if not isinstance(item, str) or len(item) > max_len:
+                raise ValueError(f"{attribute.name}[{key!r}] must be a string of at most {max_len} characters")
+
+    return check

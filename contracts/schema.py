@@ -13,6 +13,8 @@ import attrs
 
 from contracts import catalog
 from contracts import codec as _codec  # importing it registers every message
+from contracts.envelope import MAX_METADATA
+from contracts.limits import MAX_ID
 
 _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
@@ -92,6 +94,10 @@ def envelope_schema(entry: catalog.Entry) -> dict[str, Any]:
             "causation_id": {"type": ["string", "null"]},
             "stream_id": {"type": ["string", "null"], "format": "uuid"},
             "stream_version": {"type": ["integer", "null"]},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string", "maxLength": MAX_ID},
+                         "maxProperties": MAX_METADATA,
+                         "propertyNames": {"minLength": 1, "maxLength": MAX_ID},
+                         "description": "How the message travelled, e.g. the W3C traceparent; optional"},
             "data": data,
         },
         "required": ["type", "data"],

@@ -43,6 +43,7 @@ from contracts.repairs import ApproveRepair, RejectRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 from projections import security
+from projections.metrics import ROUTE as METRICS_ROUTE
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class ApiDeps:
     # Rows of the heals view: (project, status) filters -> repairs; repair id -> its candidates. Blocking.
     list_repairs: Callable[[str | None, str | None], list[dict[str, Any]]] | None = None
     repair_candidates: Callable[[str], list[dict[str, Any]]] | None = None
+    # The Prometheus text exposition of this process and the bus, read now (projections.metrics).
+    metrics: Callable[[], Awaitable[bytes]] | None = None
     # A readiness check slower than this counts as a failure: a probe must answer.
     ready_timeout_s: float = 5.0
     # CARS_API_TOKEN: when set, every write needs it as a bearer token (projections/security.py).
@@ -513,6 +516,7 @@ ROUTES: list[dict[str, Any]] = [
      "responses": {503: _SEND_ERRORS[503], **_BAD_PARAMS}},
     {"path": "/asyncapi", "endpoint": asyncapi, "methods": ["GET"], "tags": ["specification"],
      "summary": "AsyncAPI document of the bus"},
+    METRICS_ROUTE,
 ]
 
 TAGS = [

@@ -480,7 +480,7 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
         ("GET", "/health"), ("GET", "/ready"), ("GET", "/services"), ("GET", "/events"),
         ("GET", "/audit/{aggregate_id}"), ("POST", "/ingest"), ("POST", "/commands"), ("GET", "/asyncapi"),
         ("POST", "/runs"), ("GET", "/repairs"), ("GET", "/repairs/{repair_id}"),
-        ("POST", "/repairs/{repair_id}/approve"),
+        ("POST", "/repairs/{repair_id}/approve"), ("GET", "/metrics"),
         ("POST", "/repairs/{repair_id}/reject"), ("GET", "/events/stream"),
     }
     for key, op in operations.items():
@@ -496,6 +496,13 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
     for ref in refs_in(document):
         assert resolve(document, ref) is not None, ref
     assert (await api.get("/docs")).status_code == 200
+
+
+async def test_metrics_are_a_404_in_a_process_that_serves_none(api: httpx.AsyncClient) -> None:
+    # Given an API built without a metrics source, When Prometheus scrapes it, Then it says so
+    response = await api.get("/metrics")
+    assert response.status_code == 404
+    assert "serves no metrics" in response.text
 
 
 async def test_asyncapi_is_served(api: httpx.AsyncClient) -> None:

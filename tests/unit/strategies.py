@@ -189,6 +189,8 @@ def envelopes(entry: Entry) -> st.SearchStrategy[Envelope[Any]]:
         causation_id=st.none() | st.text(max_size=SHORT_TEXT),
         stream_id=st.none() | st.uuids(),
         stream_version=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+        metadata=st.dictionaries(st.text(min_size=1, max_size=20).filter(lambda k: k.strip() != ""),
+                                 st.text(max_size=SHORT_TEXT), max_size=SHORT_COLLECTION),
     )
 
 

@@ -45,6 +45,8 @@ ENVELOPE_KEYS = {
     "type", "version", "id", "occurred_at", "correlation_id", "causation_id", "stream_id",
     "stream_version", "data",
 }
+# Written only when it has entries.
+OPTIONAL_ENVELOPE_KEYS = {"metadata"}
 
 per_message = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 per_message_mutation = settings(per_message, max_examples=15)
@@ -123,7 +125,8 @@ def test_every_message_round_trips_through_json_text_and_dicts(entry: Entry, dat
 
     # Then the text is strict JSON with exactly the documented envelope keys
     wire = strict_json(text)
-    assert set(wire) == ENVELOPE_KEYS
+    assert ENVELOPE_KEYS <= set(wire) <= ENVELOPE_KEYS | OPTIONAL_ENVELOPE_KEYS
+    assert ("metadata" in wire) == bool(envelope.metadata)
     assert wire["type"] == entry.tag
     assert wire["version"] == entry.version
     assert wire["id"] == str(envelope.id)
@@ -396,6 +399,14 @@ BAD_PAYLOADS = [
                  id="oversized-correlation"),
     pytest.param({**run_reported(), "stream_version": True},
                  "stream_version must be an integer @ $.stream_version", id="bool-stream-version"),
+    pytest.param({**run_reported(), "metadata": {"traceparent": 1}},
+                 "metadata must be an object of strings @ $.metadata", id="int-metadata-value"),
+    pytest.param({**run_reported(), "metadata": ["traceparent"]},
+                 "metadata must be an object of strings @ $.metadata", id="array-metadata"),
+    pytest.param({**run_reported(), "metadata": {str(i): "v" for i in range(17)}},
+                 "metadata has 17 entries; the limit is 16 @ $", id="too-much-metadata"),
+    pytest.param({**run_reported(), "metadata": {"k": "v" * (MAX_ID + 1)}},
+                 "metadata['k'] must be a string of at most 512 characters @ $", id="oversized-metadata"),
     pytest.param({**run_reported(), "version": True}, "version must be a positive integer @ $.version",
                  id="bool-version"),
     pytest.param({**run_reported(), "version": 0}, "version must be a positive integer @ $.version",
