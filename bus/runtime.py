@@ -44,7 +44,9 @@ from actors.validator.validate import validate_candidate
 from bus import streams, wire
 from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
+from bus.audit import aggregate_state
 from bus.consumer import ConsumerConfig, StreamConsumer, subscribe
+from bus.dlq import dlq_size, list_dead_letters
 from bus.embedded import EmbeddedRedis, running_bus_url
 from bus.metrics import BusMetrics, render, source_up_family, store_position_family, stream_families
 from bus.notify_queue import RedisRetryQueue
@@ -369,7 +371,14 @@ class Platform:
             api_token=self.settings.api_token, cors_origins=self.settings.cors_origins,
             max_position=self.store.max_position, stopping=lambda: self.stopping,
             metrics=self.scrape,
+            views=views, dead_letters=self.dead_letters, fold_aggregate=aggregate_state,
         )
+
+    async def dead_letters(self, after: str, count: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of cars.dlq (oldest first, after entry id `after`), and its length."""
+        client = await self.redis()
+        letters = await list_dead_letters(client, after=after, count=count)
+        return [d.as_dict() for d in letters], await dlq_size(client)
 
     @contextlib.asynccontextmanager
     async def started(self, url: str) -> AsyncIterator[Platform]:

@@ -44,6 +44,7 @@ from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 from projections import security
 from projections.metrics import ROUTE as METRICS_ROUTE
+from projections.db import ViewDB
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ class ApiDeps:
     # GET /events/stream: seconds between store polls when nothing is new, and between heartbeat comments.
     stream_poll_s: float = 0.25
     stream_heartbeat_s: float = 15.0
+    # The view database: the query routes of projections/api_views.py read the views in it. Blocking.
+    views: ViewDB | None = None
+    # (after entry id or "-", count) -> (dead letters of cars.dlq oldest first, as dicts; total in the DLQ).
+    dead_letters: Callable[[str, int], Awaitable[tuple[list[dict[str, Any]], int]]] | None = None
+    # The state of an aggregate after the given events (its first N), by the actors' own folds. Blocking.
+    fold_aggregate: Callable[[Sequence[Envelope[Any]]], dict[str, Any]] | None = None
 
 
 # ----------------------------------------------------------------------------- errors
@@ -176,8 +183,11 @@ class EventsPage(BaseModel):
 
 class AuditTrail(BaseModel):
     aggregate_id: uuid.UUID
-    events: list[StoredEnvelope] = Field(description="The aggregate's full history, oldest first.")
-    version: int = Field(description="The aggregate's version: the number of its events.")
+    events: list[StoredEnvelope] = Field(description="The aggregate's history up to `version`, oldest first.")
+    version: int = Field(description="The aggregate's version shown: the number of its events (or `at_version`).")
+    latest_version: int | None = Field(default=None, description="The aggregate's current version.")
+    state: dict[str, Any] | None = Field(
+        default=None, description="The aggregate's state after these events, folded as the actors fold it.")
 
 
 class Accepted(BaseModel):
@@ -335,17 +345,25 @@ async def events(
 
 
 async def audit(
-    deps: Deps, aggregate_id: Annotated[uuid.UUID, Path(description="The aggregate (stream) id.")]
+    deps: Deps, aggregate_id: Annotated[uuid.UUID, Path(description="The aggregate (stream) id.")],
+    at_version: Annotated[int | None, Query(ge=1, description="Show the aggregate as it was after its first N "
+                                            "events [default: now].")] = None,
 ) -> AuditTrail:
-    """The full history of one aggregate: every decision recorded about it, oldest first."""
+    """The history of one aggregate, oldest first, and its state: now, or as it was at `at_version`."""
     history = await anyio.to_thread.run_sync(deps.load_stream, aggregate_id)
     if not history:
         raise NotFound("not found", [f"no events for aggregate {aggregate_id} @ $.path.aggregate_id"])
-    last = history[-1].stream_version
+    latest = len(history)
+    if at_version is not None and at_version > latest:
+        raise NotFound("not found", [f"aggregate {aggregate_id} has {latest} event(s), no version {at_version} "
+                                     "@ $.query.at_version"])
+    shown = history[:at_version] if at_version is not None else history
+    fold = deps.fold_aggregate
+    state = await anyio.to_thread.run_sync(fold, shown) if fold is not None else None
     return AuditTrail.model_validate({
         "aggregate_id": aggregate_id,
-        "events": [contracts.encode(e) for e in history],
-        "version": last if last is not None else len(history),
+        "events": [contracts.encode(e) for e in shown],
+        "version": len(shown), "latest_version": latest, "state": state,
     })
 
 
@@ -391,34 +409,6 @@ async def runs(
         log.exception("publishing run %s failed", rid)
         raise BusUnavailable("the bus did not accept the message; retry later") from exc
     return Accepted(id=envelope.id, type=envelope.type, correlation_id=rid, stream=stream, entry_id=entry_id)
-
-
-async def repairs(
-    deps: Deps,
-    project: Annotated[str | None, Query(description="Only this project's repairs.")] = None,
-    status: Annotated[str | None, Query(description="Only repairs in this status (validating, completed, "
-                                        "approved, applied, abandoned, rejected, quarantined, unrepairable).")] = None,
-) -> dict[str, Any]:
-    """Repairs, newest change first: one per failure fingerprint (the heals view)."""
-    if deps.list_repairs is None:
-        raise NotFound("not found", ["this process serves no repairs view @ $.path"])
-    listing = deps.list_repairs
-    rows = await anyio.to_thread.run_sync(lambda: listing(project, status))
-    return {"repairs": rows}
-
-
-async def repair(
-    deps: Deps, repair_id: Annotated[uuid.UUID, Path(description="The repair id.")]
-) -> dict[str, Any]:
-    """One repair with every candidate CARS proposed for it, and each verdict."""
-    if deps.list_repairs is None or deps.repair_candidates is None:
-        raise NotFound("not found", ["this process serves no repairs view @ $.path"])
-    listing, candidates = deps.list_repairs, deps.repair_candidates
-    rows = [r for r in await anyio.to_thread.run_sync(lambda: listing(None, None))
-            if r["repair_id"] == str(repair_id)]
-    if not rows:
-        raise NotFound("not found", [f"no repair {repair_id} @ $.path.repair_id"])
-    return {**rows[0], "candidates": await anyio.to_thread.run_sync(candidates, str(repair_id))}
 
 
 async def approve_repair(
@@ -492,8 +482,8 @@ ROUTES: list[dict[str, Any]] = [
      "summary": "Read the event log",
      "responses": {400: _error("A `type` is not a known message type."), **_BAD_PARAMS}},
     {"path": "/audit/{aggregate_id}", "endpoint": audit, "methods": ["GET"], "tags": ["queries"],
-     "summary": "Audit one aggregate",
-     "responses": {404: _error("The aggregate has no events."), **_BAD_PARAMS}},
+     "summary": "Audit one aggregate, now or at a version",
+     "responses": {404: _error("The aggregate has no events, or fewer than at_version."), **_BAD_PARAMS}},
     {"path": "/ingest", "endpoint": ingest, "methods": ["POST"], "tags": ["commands"],
      "summary": "Report a test run", "status_code": 202, "responses": _SEND_ERRORS,
      "openapi_extra": _body_doc([INGEST_TAG])},
@@ -505,9 +495,6 @@ ROUTES: list[dict[str, Any]] = [
      "responses": {**_SEND_ERRORS, **_BAD_PARAMS},
      "openapi_extra": {"requestBody": {"required": True, "content": {
          "application/xml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}}}},
-    {"path": "/repairs", "endpoint": repairs, "methods": ["GET"], "tags": ["queries"], "summary": "List repairs"},
-    {"path": "/repairs/{repair_id}", "endpoint": repair, "methods": ["GET"], "tags": ["queries"],
-     "summary": "One repair and its candidates", "responses": {404: _error("No such repair."), **_BAD_PARAMS}},
     {"path": "/repairs/{repair_id}/approve", "endpoint": approve_repair, "methods": ["POST"], "tags": ["commands"],
      "summary": "Approve a validated repair", "status_code": 202,
      "responses": {503: _SEND_ERRORS[503], **_BAD_PARAMS}},
@@ -656,3 +643,9 @@ def create_api(deps: ApiDeps) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# The operator surface's query routes live in their own module and are appended here, to the one list.
+from projections.api_views import ROUTES as _VIEW_ROUTES  # noqa: E402  (it imports this module)
+
+ROUTES += _VIEW_ROUTES

@@ -57,6 +57,9 @@ class HealsView:
             "repair_id TEXT NOT NULL, round BIGINT NOT NULL, category TEXT NOT NULL, strategy TEXT NOT NULL, "
             "rank BIGINT NOT NULL, confidence DOUBLE PRECISION NOT NULL, quarantine BIGINT NOT NULL, verdict TEXT, "
             "reason TEXT NOT NULL, files TEXT NOT NULL)",
+            # GET /repairs pages newest first and filters; a repair's candidates are read by repair id.
+            f"CREATE INDEX IF NOT EXISTS {prefix}repairs_updated ON {prefix}repairs (updated_position)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}heal_candidates_repair ON {prefix}heal_candidates (repair_id)",
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
@@ -162,6 +165,56 @@ def list_repairs(db: ViewDB, *, project: str | None = None, status: str | None =
     return [{**r, "needs_approval": bool(r["needs_approval"])} for r in rows]
 
 
+class BadCursor(ValueError):
+    """A `cursor` that `page_repairs` did not hand out."""
+
+
+def page_repairs(db: ViewDB, *, project: str | None = None, status: str | None = None, category: str | None = None,
+                 strategy: str | None = None, limit: int = 100, cursor: str | None = None, offset: int = 0,
+                 prefix: str = LIVE_PREFIX) -> dict[str, Any]:
+    """One page of repairs, newest change first: `{"repairs": [...], "next": cursor or None}`.
+
+    `strategy` matches repairs with a candidate of that strategy. `cursor` is the `next` of the
+    previous page (a repair that changes meanwhile moves to the front and is not seen again on
+    later pages); `offset` skips rows instead.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("r.project = ?", project), ("r.status = ?", status), ("r.category = ?", category)):
+        if value:
+            where.append(clause)
+            params.append(value)
+    if strategy:
+        where.append(f"EXISTS (SELECT 1 FROM {prefix}heal_candidates c WHERE c.repair_id = r.repair_id "
+                     "AND c.strategy = ?)")
+        params.append(strategy)
+    if cursor:
+        try:
+            before = int(cursor)
+        except ValueError:
+            raise BadCursor(f"cursor {cursor!r} is not one GET /repairs handed out (`next`)") from None
+        where.append("r.updated_position < ?")
+        params.append(before)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    columns = ", ".join(f"r.{c}" for c in REPAIR_COLUMNS)
+    with db.transaction(readonly=True) as tx:
+        tx.execute(f"SELECT {columns} FROM {prefix}repairs r{clause} ORDER BY r.updated_position DESC "
+                   "LIMIT ? OFFSET ?", [*params, limit + 1, offset])
+        rows = tx.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"repairs": [{**r, "needs_approval": bool(r["needs_approval"])} for r in rows],
+            "next": str(rows[-1]["updated_position"]) if more else None}
+
+
+def get_repair(db: ViewDB, repair_id: str, prefix: str = LIVE_PREFIX) -> dict[str, Any] | None:
+    """One repair's row, or None."""
+    with db.transaction(readonly=True) as tx:
+        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}repairs WHERE repair_id = ?", (repair_id,))
+        row = tx.fetchone()
+    return None if row is None else {**row, "needs_approval": bool(row["needs_approval"])}
+
+
 def repair_candidates(db: ViewDB, repair_id: str, prefix: str = LIVE_PREFIX) -> list[dict[str, Any]]:
     with db.transaction(readonly=True) as tx:
         tx.execute(f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM {prefix}heal_candidates WHERE repair_id = ? "
@@ -182,4 +235,5 @@ def strategy_stats(db: ViewDB, prefix: str = LIVE_PREFIX) -> dict[tuple[str, str
         return {(r["category"], r["strategy"]): (int(r["ok"]), int(r["bad"])) for r in tx.fetchall()}
 
 
-__all__ = ["HealsView", "list_repairs", "repair_candidates", "strategy_stats"]
+__all__ = ["BadCursor", "HealsView", "get_repair", "list_repairs", "page_repairs", "repair_candidates",
+           "strategy_stats"]

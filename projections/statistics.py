@@ -1,0 +1,462 @@
+"""The statistics view: heal rates, verified precision, time to repair, why candidates fail, storms and
+environment time, kept as precomputed counters so `GET /statistics` reads a few hundred rows.
+
+Definitions (the README repeats them):
+
+- **repair**: one failure fingerprint of one project (`repair_id`), counted once, when its first
+  `heal.requested` or `failure.unrepairable` is seen. **healed**: a repair with at least one
+  `repair.completed` (a validated patch). **heal rate** = healed / repairs. A quarantine
+  (`heal.validated` of a quarantine candidate) is counted as `quarantined`, never as healed.
+- per **strategy**: candidates proposed, validated and rejected; heal rate = validated /
+  (validated + rejected); `completed` counts the repairs the strategy won.
+- **verified precision** = verified / validated, where `validated` counts every `repair.completed`,
+  and `verified` those whose repair was then applied (`repair.applied`) and not later
+  - **reverted**: a `repair.rejected` recorded after the `repair.applied` (the only record of an
+    applied patch being withdrawn that the history can hold; today's healer refuses to reject an
+    applied repair, so this stays 0 until a revert command exists), nor
+  - **re-broken**: a `failure.detected` of the same project and fingerprint (the same test failing
+    the same way: the repair id is a function of both) after the `repair.applied`.
+- **time to validated repair**: from the first `failure.detected` of a fingerprint that is not yet
+  repaired (a later one starts a new episode after a completion) to its `repair.completed`, in
+  event time (`occurred_at`). Repairs opened by `heal.request` without a detected failure have none.
+- **rejected candidates** by reason: the first broken guardrail rule, else regressions, the
+  mutation check, a patch that does not apply, a failed rerun, an environment that could not be
+  provisioned (else `other`). **abandoned** repairs by the `heal.abandoned` reason, numbers elided.
+- **storms**: `run.storm_detected`, per project, and the most recent ones.
+- **environment minutes**: for environments the validator asked for (purpose
+  `validate:<repair>:<candidate>`), from `environment.requested` to its first `environment.released`,
+  `environment.expired` or `environment.failed`; environments still running are not counted yet.
+  Minutes per repair = total / repairs that used at least one environment.
+
+Tables: `<prefix>stat_counts` (the counters: dim, key, metric -> value), `<prefix>stat_repairs`
+(per-repair state the counters need), `<prefix>stat_candidates` (each candidate's strategy),
+`<prefix>stat_envs` (open validation environments) and
+`<prefix>stat_storms` (one row per storm).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from typing import Any
+
+from contracts.environments import (
+    EnvironmentExpired,
+    EnvironmentFailed,
+    EnvironmentReleased,
+    EnvironmentRequested,
+)
+from contracts.failures import FailureDetected, FailureUnrepairable
+from contracts.repairs import (
+    HealAbandoned,
+    HealProposed,
+    HealRejected,
+    HealRequested,
+    HealValidated,
+    RepairApplied,
+    RepairCompleted,
+    RepairRejected,
+    repair_stream_id,
+)
+from contracts.runs import StormDetected
+from contracts.values import MutationVerdict
+from projections.db import Tx, ViewDB
+from projections.runner import tracked_positions
+from projections.views import LIVE_PREFIX, RecordedEvent, iso
+
+ALL = "all"
+RECENT_STORMS = 10
+
+REPAIR_COLUMNS = (
+    "repair_id", "project", "category", "strategy", "counted", "healed", "quarantined", "failed_at", "state",
+    "env_seconds",
+)
+# What became of the latest validated patch of a repair (for verified precision).
+VALIDATED, APPLIED, REVERTED, REBROKEN = "validated", "applied", "reverted", "rebroken"
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from one stored ISO timestamp to another (never negative)."""
+    return max(0.0, (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds())
+
+
+def validation_repair(purpose: str) -> str | None:
+    """The repair id in a validation environment's purpose, `validate:<repair_id>:<candidate_id>`
+    (written by actors/validator/router.py `purpose`; projections may not import actors)."""
+    kind, _, rest = purpose.partition(":")
+    rid = rest.partition(":")[0]
+    if kind != "validate":
+        return None
+    try:
+        return str(uuid.UUID(rid))
+    except ValueError:
+        return None
+
+
+def rejection_reason(event: HealRejected) -> str:
+    """The group a candidate's rejection is counted under (see the module docstring)."""
+    ev = event.evidence
+    if ev.guardrails:
+        return f"guardrail: {ev.guardrails[0].rule}"
+    if ev.regressions:
+        return "regressions"
+    if ev.mutation is MutationVerdict.FAILED:
+        return "mutation check failed"
+    text = event.reason
+    if text.startswith("guardrails: "):
+        return "guardrail: " + text.removeprefix("guardrails: ").split(":", 1)[0]
+    for prefix, group in (
+        ("the patch does not apply", "patch does not apply"),
+        ("the patch changes no file", "patch changes no file"),
+        ("rerun ", "rerun failed"),
+        ("the environment could not be provisioned", "environment not provisioned"),
+        ("mutation check failed", "mutation check failed"),
+    ):
+        if text.startswith(prefix):
+            return group
+    if "regression" in text:
+        return "regressions"
+    return "other"
+
+
+_NUMBERS = re.compile(r"\d+")
+
+
+def abandon_reason(text: str) -> str:
+    """An abandon reason with its numbers elided, so `(3 tried)` and `(2 tried)` group together."""
+    return _NUMBERS.sub("N", " ".join(text.split()))[:200]
+
+
+class StatisticsView:
+    """The `statistics` view (see the module docstring)."""
+
+    name: str = "statistics"
+    types: frozenset[str] = frozenset({
+        "failure.detected", "failure.unrepairable", "heal.requested", "heal.proposed", "heal.validated",
+        "heal.rejected", "heal.abandoned", "repair.completed", "repair.applied", "repair.rejected",
+        "run.storm_detected", "environment.requested", "environment.released", "environment.expired",
+        "environment.failed",
+    })
+    key: tuple[str, ...] = ("kind", "id")
+
+    def table_names(self, prefix: str) -> list[str]:
+        return [f"{prefix}stat_counts", f"{prefix}stat_repairs", f"{prefix}stat_candidates", f"{prefix}stat_envs",
+                f"{prefix}stat_storms"]
+
+    def tables(self, prefix: str) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {prefix}stat_counts (dim TEXT NOT NULL, key TEXT NOT NULL, "
+            "metric TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, PRIMARY KEY (dim, key, metric))",
+            f"CREATE TABLE IF NOT EXISTS {prefix}stat_repairs (repair_id TEXT PRIMARY KEY, project TEXT NOT NULL, "
+            "category TEXT NOT NULL, strategy TEXT, counted BIGINT NOT NULL, healed BIGINT NOT NULL, "
+            "quarantined BIGINT NOT NULL, failed_at TEXT, state TEXT NOT NULL, env_seconds DOUBLE PRECISION NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {prefix}stat_candidates (candidate_id TEXT PRIMARY KEY, "
+            "strategy TEXT NOT NULL, quarantine BIGINT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {prefix}stat_envs (environment_id TEXT PRIMARY KEY, repair_id TEXT NOT NULL, "
+            "requested_at TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {prefix}stat_storms (position BIGINT PRIMARY KEY, project TEXT NOT NULL, "
+            "run_id TEXT NOT NULL, at TEXT NOT NULL, failed_share DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL)",
+        ]
+
+    # ------------------------------------------------------------------ fold
+
+    def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
+        env = recorded.envelope
+        e = env.data
+        at = iso(env.occurred_at)
+        if isinstance(e, FailureDetected):
+            self._failure(tx, prefix, e, at)
+        elif isinstance(e, HealRequested):
+            row = self._row(tx, prefix, str(e.repair_id)) or self._new(str(e.repair_id), e.project, e.category.value)
+            self._count_repair(tx, prefix, row)
+            self._put(tx, prefix, {**row, "category": e.category.value})
+        elif isinstance(e, FailureUnrepairable):
+            rid = str(repair_stream_id(e.project, e.fingerprint))
+            row = self._row(tx, prefix, rid) or self._new(rid, e.project, e.category.value)
+            self._count_repair(tx, prefix, row)
+            self._add(tx, prefix, self._dims(row), "unrepairable")
+            self._put(tx, prefix, {**row, "failed_at": None})
+        elif isinstance(e, StormDetected):
+            self._add(tx, prefix, [(ALL, ""), ("project", e.project)], "storms")
+            tx.execute(
+                f"INSERT INTO {prefix}stat_storms (position, project, run_id, at, failed_share, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (position) DO NOTHING",
+                (recorded.position, e.project, e.run_id, at, e.failed_share, e.reason),
+            )
+        elif isinstance(e, EnvironmentRequested):
+            for_repair = validation_repair(e.purpose)
+            if for_repair is not None:
+                tx.execute(f"INSERT INTO {prefix}stat_envs (environment_id, repair_id, requested_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT (environment_id) DO NOTHING", (str(e.environment_id), for_repair, at))
+        elif isinstance(e, EnvironmentReleased | EnvironmentExpired | EnvironmentFailed):
+            end = iso(e.expired_at) if isinstance(e, EnvironmentExpired) else at
+            self._environment_ended(tx, prefix, str(e.environment_id), end)
+        else:
+            self._repair_event(tx, prefix, e, at)
+
+    def _repair_event(self, tx: Tx, prefix: str, e: Any, at: str) -> None:
+        row = self._row(tx, prefix, str(e.repair_id))
+        if row is None:
+            return  # a repair whose request this view never saw
+        dims = self._dims(row)
+        if isinstance(e, HealProposed):
+            self._add(tx, prefix, [("strategy", e.strategy)], "proposed")
+            tx.execute(f"INSERT INTO {prefix}stat_candidates (candidate_id, strategy, quarantine) VALUES (?, ?, ?) "
+                       "ON CONFLICT (candidate_id) DO NOTHING", (str(e.candidate_id), e.strategy, int(e.quarantine)))
+        elif isinstance(e, HealValidated | HealRejected):
+            tx.execute(f"SELECT strategy, quarantine FROM {prefix}stat_candidates WHERE candidate_id = ?",
+                       (str(e.candidate_id),))
+            cand = tx.fetchone()
+            by_strategy = [("strategy", str(cand["strategy"]))] if cand else []
+            if isinstance(e, HealRejected):
+                self._add(tx, prefix, [(ALL, ""), *by_strategy], "rejected")
+                self._add(tx, prefix, [("rejected_reason", rejection_reason(e))], "count")
+                return
+            self._add(tx, prefix, by_strategy, "validated")
+            if cand is not None and cand["quarantine"] and not row["quarantined"]:
+                self._add(tx, prefix, [d for d in dims if d[0] != "strategy"], "quarantined")
+                self._put(tx, prefix, {**row, "quarantined": 1})
+        elif isinstance(e, HealAbandoned):
+            self._add(tx, prefix, dims, "abandoned")
+            self._add(tx, prefix, [("abandoned_reason", abandon_reason(e.reason))], "count")
+        elif isinstance(e, RepairCompleted):
+            row = {**row, "strategy": e.strategy}
+            dims = self._dims(row)
+            self._add(tx, prefix, dims, "validated_repairs")
+            self._add(tx, prefix, [("strategy", e.strategy)], "completed")
+            if not row["healed"]:
+                self._add(tx, prefix, [d for d in dims if d[0] != "strategy"], "healed")
+                row["healed"] = 1
+            if row["failed_at"] is not None:
+                self._add(tx, prefix, dims, "repair_seconds", seconds_between(row["failed_at"], at))
+                self._add(tx, prefix, dims, "repair_timed")
+            self._put(tx, prefix, {**row, "failed_at": None, "state": VALIDATED})
+        elif isinstance(e, RepairApplied):
+            if row["state"] == VALIDATED:
+                self._add(tx, prefix, dims, "applied")
+                self._put(tx, prefix, {**row, "state": APPLIED})
+        elif isinstance(e, RepairRejected) and row["state"] == APPLIED:
+            self._add(tx, prefix, dims, "reverted")
+            self._put(tx, prefix, {**row, "state": REVERTED})
+
+    def _failure(self, tx: Tx, prefix: str, e: FailureDetected, at: str) -> None:
+        rid = str(repair_stream_id(e.project, e.fingerprint))
+        row = self._row(tx, prefix, rid) or self._new(rid, e.project, e.category.value)
+        if row["state"] == APPLIED:
+            self._add(tx, prefix, self._dims(row), "rebroken")
+            row = {**row, "state": REBROKEN}
+        if row["failed_at"] is None:
+            row = {**row, "failed_at": at}
+        self._put(tx, prefix, row)
+
+    def _environment_ended(self, tx: Tx, prefix: str, env_id: str, end: str) -> None:
+        tx.execute(f"SELECT repair_id, requested_at FROM {prefix}stat_envs WHERE environment_id = ?", (env_id,))
+        found = tx.fetchone()
+        if found is None:
+            return  # not a validation environment, or already ended
+        tx.execute(f"DELETE FROM {prefix}stat_envs WHERE environment_id = ?", (env_id,))
+        row = self._row(tx, prefix, found["repair_id"])
+        if row is None:
+            return
+        spent = seconds_between(found["requested_at"], end)
+        dims = [(ALL, ""), ("class", row["category"]), ("project", row["project"])]
+        self._add(tx, prefix, dims, "env_seconds", spent)
+        self._add(tx, prefix, dims, "environments")
+        if row["env_seconds"] == 0.0:
+            self._add(tx, prefix, dims, "env_repairs")
+        self._put(tx, prefix, {**row, "env_seconds": row["env_seconds"] + spent})
+
+    def _count_repair(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
+        if not row["counted"]:
+            self._add(tx, prefix, [d for d in self._dims(row) if d[0] != "strategy"], "repairs")
+            row["counted"] = 1
+
+    # ------------------------------------------------------------------ rows
+
+    @staticmethod
+    def _new(rid: str, project: str, category: str) -> dict[str, Any]:
+        return {"repair_id": rid, "project": project, "category": category, "strategy": None, "counted": 0,
+                "healed": 0, "quarantined": 0, "failed_at": None, "state": "", "env_seconds": 0.0}
+
+    @staticmethod
+    def _dims(row: dict[str, Any]) -> list[tuple[str, str]]:
+        dims = [(ALL, ""), ("class", row["category"]), ("project", row["project"])]
+        if row["strategy"]:
+            dims.append(("strategy", row["strategy"]))
+        return dims
+
+    def _row(self, tx: Tx, prefix: str, rid: str) -> dict[str, Any] | None:
+        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}stat_repairs WHERE repair_id = ?", (rid,))
+        return tx.fetchone()
+
+    def _put(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in REPAIR_COLUMNS if c != "repair_id")
+        tx.execute(
+            f"INSERT INTO {prefix}stat_repairs ({', '.join(REPAIR_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in REPAIR_COLUMNS)}) ON CONFLICT (repair_id) DO UPDATE SET {updates}",
+            tuple(row[c] for c in REPAIR_COLUMNS),
+        )
+
+    def _add(self, tx: Tx, prefix: str, dims: list[tuple[str, str]], metric: str, amount: float = 1.0) -> None:
+        for dim, key in dims:
+            tx.execute(
+                f"INSERT INTO {prefix}stat_counts (dim, key, metric, value) VALUES (?, ?, ?, ?) "
+                f"ON CONFLICT (dim, key, metric) DO UPDATE SET value = {prefix}stat_counts.value + excluded.value",
+                (dim, key, metric, amount),
+            )
+
+    def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
+        tx.execute(f"SELECT dim, key, metric, value FROM {prefix}stat_counts")
+        rows = [{"kind": "count", "id": f"{r['dim']}|{r['key']}|{r['metric']}", **r} for r in tx.fetchall()]
+        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}stat_repairs")
+        rows += [{"kind": "repair", "id": r["repair_id"], **r} for r in tx.fetchall()]
+        tx.execute(f"SELECT candidate_id, strategy, quarantine FROM {prefix}stat_candidates")
+        rows += [{"kind": "candidate", "id": r["candidate_id"], **r} for r in tx.fetchall()]
+        tx.execute(f"SELECT environment_id, repair_id, requested_at FROM {prefix}stat_envs")
+        rows += [{"kind": "environment", "id": r["environment_id"], **r} for r in tx.fetchall()]
+        tx.execute(f"SELECT position, project, run_id, at, failed_share, reason FROM {prefix}stat_storms")
+        rows += [{"kind": "storm", "id": str(r["position"]), **r} for r in tx.fetchall()]
+        return sorted(rows, key=lambda r: (r["kind"], r["id"]))
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _rate(part: float, whole: float) -> float | None:
+    return round(part / whole, 6) if whole else None
+
+
+def _mean(total: float, n: float) -> float | None:
+    return round(total / n, 3) if n else None
+
+
+def _group(counts: dict[tuple[str, str], dict[str, float]], dim: str) -> dict[str, dict[str, float]]:
+    return {key: metrics for (d, key), metrics in sorted(counts.items()) if d == dim}
+
+
+def _heal_block(m: dict[str, float]) -> dict[str, Any]:
+    repairs, healed = m.get("repairs", 0), m.get("healed", 0)
+    return {
+        "repairs": int(repairs), "healed": int(healed), "abandoned": int(m.get("abandoned", 0)),
+        "unrepairable": int(m.get("unrepairable", 0)), "quarantined": int(m.get("quarantined", 0)),
+        "heal_rate": _rate(healed, repairs),
+    }
+
+
+def _precision_block(m: dict[str, float]) -> dict[str, Any]:
+    validated, applied = m.get("validated_repairs", 0), m.get("applied", 0)
+    reverted, rebroken = m.get("reverted", 0), m.get("rebroken", 0)
+    verified = applied - reverted - rebroken
+    return {"validated": int(validated), "applied": int(applied), "reverted": int(reverted),
+            "rebroken": int(rebroken), "verified": int(verified), "precision": _rate(verified, validated)}
+
+
+def _time_block(m: dict[str, float]) -> dict[str, Any]:
+    n = m.get("repair_timed", 0)
+    return {"repairs": int(n), "mean_seconds": _mean(m.get("repair_seconds", 0), n)}
+
+
+def _env_block(m: dict[str, float]) -> dict[str, Any]:
+    minutes = m.get("env_seconds", 0) / 60
+    repairs = m.get("env_repairs", 0)
+    return {"environments": int(m.get("environments", 0)), "minutes": round(minutes, 3),
+            "repairs": int(repairs), "minutes_per_repair": _mean(minutes, repairs)}
+
+
+def read_statistics(db: ViewDB, prefix: str = LIVE_PREFIX) -> dict[str, Any]:
+    """Every statistic from the counters, as one JSON-ready dict (see the module docstring)."""
+    with db.transaction(readonly=True) as tx:
+        position = tracked_positions(tx, prefix).get(StatisticsView.name, 0)
+        tx.execute(f"SELECT dim, key, metric, value FROM {prefix}stat_counts")
+        rows = tx.fetchall()
+        tx.execute(f"SELECT position, project, run_id, at, failed_share, reason FROM {prefix}stat_storms "
+                   "ORDER BY position DESC LIMIT ?", (RECENT_STORMS,))
+        storms = tx.fetchall()
+    return statistics_from_rows(position, rows, storms)
+
+
+def statistics_from_rows(position: int, rows: list[dict[str, Any]], storms: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        counts.setdefault((r["dim"], r["key"]), {})[r["metric"]] = float(r["value"])
+    total = counts.get((ALL, ""), {})
+    by_class, by_project, by_strategy = _group(counts, "class"), _group(counts, "project"), _group(counts, "strategy")
+    strategies = {}
+    for name, m in by_strategy.items():
+        validated, rejected = m.get("validated", 0), m.get("rejected", 0)
+        strategies[name] = {
+            "proposed": int(m.get("proposed", 0)), "validated": int(validated), "rejected": int(rejected),
+            "completed": int(m.get("completed", 0)), "heal_rate": _rate(validated, validated + rejected),
+        }
+    return {
+        "position": position,
+        "repairs": {**_heal_block(total), "rejected_candidates": int(total.get("rejected", 0))},
+        "heal_rate": {
+            "by_class": {k: _heal_block(m) for k, m in by_class.items()},
+            "by_strategy": strategies,
+            "by_project": {k: _heal_block(m) for k, m in by_project.items()},
+        },
+        "verified_precision": {
+            **_precision_block(total),
+            "by_class": {k: _precision_block(m) for k, m in by_class.items() if m.get("validated_repairs")},
+            "by_strategy": {k: _precision_block(m) for k, m in by_strategy.items() if m.get("validated_repairs")},
+            "by_project": {k: _precision_block(m) for k, m in by_project.items() if m.get("validated_repairs")},
+        },
+        "time_to_validated_repair": {
+            **_time_block(total), "by_class": {k: _time_block(m) for k, m in by_class.items() if m.get("repair_timed")},
+        },
+        "rejected_candidates": {
+            "total": int(total.get("rejected", 0)),
+            "by_reason": {k: int(m.get("count", 0)) for k, m in _group(counts, "rejected_reason").items()},
+        },
+        "abandoned_repairs": {
+            "total": int(total.get("abandoned", 0)),
+            "by_reason": {k: int(m.get("count", 0)) for k, m in _group(counts, "abandoned_reason").items()},
+        },
+        "storms": {
+            "total": int(total.get("storms", 0)),
+            "by_project": {k: int(m["storms"]) for k, m in by_project.items() if m.get("storms")},
+            "recent": storms,
+        },
+        "environment_minutes": {
+            **_env_block(total), "by_class": {k: _env_block(m) for k, m in by_class.items() if m.get("environments")},
+        },
+    }
+
+
+class StatisticsReader:
+    """`read_statistics`, remembered until the view's position moves: a request costs one small query
+    (the tracking row) while nothing changes, the counters are read again only when it does."""
+
+    def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX) -> None:
+        self.db = db
+        self.prefix = prefix
+        self._cached: tuple[int, dict[str, Any], bytes] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        return self._current()[1]
+
+    def encoded(self) -> bytes:
+        """The statistics as compact JSON (encoded once per position)."""
+        return self._current()[2]
+
+    def _current(self) -> tuple[int, dict[str, Any], bytes]:
+        with self.db.transaction(readonly=True) as tx:
+            tx.execute(f"SELECT position FROM {self.prefix}tracking WHERE view = ?", (StatisticsView.name,))
+            found = tx.fetchone()
+        position = int(found["position"]) if found else 0
+        cached = self._cached
+        if cached is not None and cached[0] == position:
+            return cached
+        fresh = read_statistics(self.db, self.prefix)
+        entry = (int(fresh["position"]), fresh, json.dumps(fresh, separators=(",", ":")).encode())
+        self._cached = entry  # one assignment: readers in other threads see the old or the new entry
+        return entry
+
+
+__all__ = [
+    "StatisticsReader", "StatisticsView", "abandon_reason", "read_statistics", "rejection_reason",
+    "statistics_from_rows", "validation_repair",
+]
