@@ -20,7 +20,7 @@ from actors.patching import FileEdit
 from actors.validator.router import purpose
 from bus.store import EventStore
 from contracts import Envelope, natural_id
-from contracts.environments import EnvironmentRequested, EnvironmentReleased
+from contracts.environments import EnvironmentReleased, EnvironmentRequested
 from contracts.failures import FailureDetected, FlakinessChanged
 from contracts.monitoring import OutcomesRecorded, TestOutcome
 from contracts.runs import RunRecorded, StormDetected

@@ -482,6 +482,7 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
         ("POST", "/runs"), ("GET", "/repairs"), ("GET", "/repairs/{repair_id}"),
         ("POST", "/repairs/{repair_id}/approve"), ("GET", "/metrics"),
         ("POST", "/repairs/{repair_id}/reject"), ("GET", "/events/stream"),
+        ("GET", "/statistics"), ("GET", "/tests/flaky"), ("GET", "/runs"), ("GET", "/dlq"),
     }
     for key, op in operations.items():
         assert op.get("summary") and op.get("tags"), key

@@ -60,7 +60,7 @@ async def bus(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 async def api(bus: aioredis.Redis, store: EventStore, views: ViewDB) -> AsyncIterator[httpx.AsyncClient]:
     deps = make_deps(bus, store, parse_report=_parse_report,
                      list_repairs=lambda project, status: list_repairs(views, project=project, status=status),
-                     repair_candidates=lambda rid: repair_candidates(views, rid))
+                     repair_candidates=lambda rid: repair_candidates(views, rid), views=views)
     async with http(deps) as client:
         yield client
 
