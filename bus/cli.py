@@ -538,6 +538,14 @@ def approve(
     typer.echo(f"approval of {rid} sent to {stream} as {entry_id}")
 
 
+# Commands in modules of their own (they use the helpers above, so they are registered last).
+from bus import cli_history, cli_quarantine  # noqa: E402
+
+app.command()(cli_history.audit)
+app.command()(cli_history.export)
+app.add_typer(cli_quarantine.app, name="quarantine")
+
+
 def main() -> None:
     app()
 
