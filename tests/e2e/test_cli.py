@@ -66,6 +66,9 @@ DOCUMENTED = {
     ("dlq",): ["list", "retry"],
     ("dlq", "list"): ["--count", "--json"],
     ("dlq", "retry"): ["entry_id"],
+    ("audit",): ["aggregate_id", "--format", "--at-version", "table", "csv"],
+    ("export",): ["--since", "--until", "--type", "--format", "jsonl", "--out"],
+    ("quarantine", "export"): ["--format", "pytest", "conftest", "--project", "--out"],
 }
 
 
