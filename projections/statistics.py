@@ -300,12 +300,15 @@ class StatisticsView:
         )
 
     def _add(self, tx: Tx, prefix: str, dims: list[tuple[str, str]], metric: str, amount: float = 1.0) -> None:
-        for dim, key in dims:
-            tx.execute(
-                f"INSERT INTO {prefix}stat_counts (dim, key, metric, value) VALUES (?, ?, ?, ?) "
-                f"ON CONFLICT (dim, key, metric) DO UPDATE SET value = {prefix}stat_counts.value + excluded.value",
-                (dim, key, metric, amount),
-            )
+        if not dims:
+            return
+        # One statement for every dimension (distinct keys, so PostgreSQL accepts it as one upsert).
+        tx.execute(
+            f"INSERT INTO {prefix}stat_counts (dim, key, metric, value) VALUES "
+            f"{', '.join('(?, ?, ?, ?)' for _ in dims)} "
+            f"ON CONFLICT (dim, key, metric) DO UPDATE SET value = {prefix}stat_counts.value + excluded.value",
+            [v for dim, key in dims for v in (dim, key, metric, amount)],
+        )
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT dim, key, metric, value FROM {prefix}stat_counts")
