@@ -45,6 +45,16 @@ class Tx:
             self._cursor.execute(sql, tuple(params))
         return self
 
+    def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str]) -> Tx:
+        """Insert `row` (column -> value) into `table`, or update the other columns of the row with its `key`."""
+        columns = list(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+        return self.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
+            [row[c] for c in columns],
+        )
+
     def fetchall(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._cursor.fetchall()]
 

@@ -116,12 +116,7 @@ class FlakyTestsView:
         return tx.fetchone() or _new(project, test_id)
 
     def _put(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("project", "test_id"))
-        tx.execute(
-            f"INSERT INTO {prefix}flaky_tests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
-            f"ON CONFLICT (project, test_id) DO UPDATE SET {updates}",
-            tuple(row[c] for c in COLUMNS),
-        )
+        tx.upsert(f"{prefix}flaky_tests", {c: row[c] for c in COLUMNS}, ("project", "test_id"))
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -292,12 +292,7 @@ class StatisticsView:
         return tx.fetchone()
 
     def _put(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in REPAIR_COLUMNS if c != "repair_id")
-        tx.execute(
-            f"INSERT INTO {prefix}stat_repairs ({', '.join(REPAIR_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in REPAIR_COLUMNS)}) ON CONFLICT (repair_id) DO UPDATE SET {updates}",
-            tuple(row[c] for c in REPAIR_COLUMNS),
-        )
+        tx.upsert(f"{prefix}stat_repairs", {c: row[c] for c in REPAIR_COLUMNS}, ("repair_id",))
 
     def _add(self, tx: Tx, prefix: str, dims: list[tuple[str, str]], metric: str, amount: float = 1.0) -> None:
         if not dims:

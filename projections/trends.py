@@ -46,10 +46,7 @@ class RunTrendsView:
             self._add(tx, prefix, e.project, day, runs=1, tests=e.total, passed=e.passed, failed=e.failed,
                       skipped=e.skipped, failed_runs=int(e.failed > 0), storms=0)
             values = (e.project, e.run_id, e.commit, at, e.total, e.passed, e.failed, e.skipped, recorded.position)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in LAST_COLUMNS if c != "project")
-            tx.execute(f"INSERT INTO {prefix}run_last ({', '.join(LAST_COLUMNS)}) "
-                       f"VALUES ({', '.join('?' for _ in LAST_COLUMNS)}) ON CONFLICT (project) DO UPDATE SET {updates}",
-                       values)
+            tx.upsert(f"{prefix}run_last", dict(zip(LAST_COLUMNS, values, strict=True)), ("project",))
         elif isinstance(e, StormDetected):
             self._add(tx, prefix, e.project, day, runs=0, tests=0, passed=0, failed=0, skipped=0, failed_runs=0,
                       storms=1)
