@@ -102,6 +102,19 @@ def test_cars_up_lists_itself_and_a_service_registered_with_redis_cli(
     [group] = [g for g in cli.json("XINFO", "GROUPS", "cars.commands") if g["name"] == "registry"]
     assert group["pending"] == 0, group
 
+    # And the operator queries answer from the running platform's views, store and bus:
+    # the registration's aggregate as it was after its first event
+    audit = embedded.get(f"/audit/{event['stream_id']}", at_version="1").json()
+    assert audit["version"] == 1 and audit["state"]["kind"] == "service"
+    assert audit["state"]["state"]["status"] == "alive"
+    # a message that is not JSON, dead-lettered with its reason
+    cli.xadd("cars.commands", "message", "definitely not json")
+    letters = eventually(lambda: embedded.get("/dlq").json()["dead_letters"], "GET /dlq lists the dead letter",
+                         details=embedded.process.describe)
+    assert letters[0]["message"] == "definitely not json" and "JSON" in letters[0]["reason"]
+    # and statistics of a platform that has repaired nothing yet
+    assert embedded.get("/statistics").json()["repairs"]["repairs"] == 0
+
 
 def test_ctrl_c_stops_cars_up_and_its_embedded_redis(embedded: Platform, cli: RedisCli) -> None:
     # Given a ready `cars up` and the pid of the redis-server it embeds
