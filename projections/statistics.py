@@ -3,10 +3,12 @@ environment time, kept as precomputed counters so `GET /statistics` reads a few 
 
 Definitions (the README repeats them):
 
-- **repair**: one failure fingerprint of one project (`repair_id`), counted once, when its first
-  `heal.requested` or `failure.unrepairable` is seen. **healed**: a repair with at least one
-  `repair.completed` (a validated patch). **heal rate** = healed / repairs. A quarantine
-  (`heal.validated` of a quarantine candidate) is counted as `quarantined`, never as healed.
+- **repair**: one failure fingerprint of one project (`repair_id`) that CARS tried to heal, counted
+  once, at its first `heal.requested`. **healed**: a repair with at least one `repair.completed` (a
+  validated patch). **heal rate** = healed / repairs. A quarantine (`heal.validated` of a quarantine
+  candidate) is counted as `quarantined`, never as healed. **unrepairable** counts fingerprints with
+  a `failure.unrepairable` (once each), including those never tried (product regressions,
+  infrastructure failures), which are therefore not in the heal rate's denominator.
 - per **strategy**: candidates proposed, validated and rejected; heal rate = validated /
   (validated + rejected); `completed` counts the repairs the strategy won.
 - **verified precision** = verified / validated, where `validated` counts every `repair.completed`,
@@ -70,8 +72,8 @@ ALL = "all"
 RECENT_STORMS = 10
 
 REPAIR_COLUMNS = (
-    "repair_id", "project", "category", "strategy", "counted", "healed", "quarantined", "failed_at", "state",
-    "env_seconds",
+    "repair_id", "project", "category", "strategy", "counted", "healed", "quarantined", "unrepairable", "failed_at",
+    "state", "env_seconds",
 )
 # What became of the latest validated patch of a repair (for verified precision).
 VALIDATED, APPLIED, REVERTED, REBROKEN = "validated", "applied", "reverted", "rebroken"
@@ -151,7 +153,8 @@ class StatisticsView:
             "metric TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, PRIMARY KEY (dim, key, metric))",
             f"CREATE TABLE IF NOT EXISTS {prefix}stat_repairs (repair_id TEXT PRIMARY KEY, project TEXT NOT NULL, "
             "category TEXT NOT NULL, strategy TEXT, counted BIGINT NOT NULL, healed BIGINT NOT NULL, "
-            "quarantined BIGINT NOT NULL, failed_at TEXT, state TEXT NOT NULL, env_seconds DOUBLE PRECISION NOT NULL)",
+            "quarantined BIGINT NOT NULL, unrepairable BIGINT NOT NULL, failed_at TEXT, state TEXT NOT NULL, "
+            "env_seconds DOUBLE PRECISION NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {prefix}stat_candidates (candidate_id TEXT PRIMARY KEY, "
             "strategy TEXT NOT NULL, quarantine BIGINT NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {prefix}stat_envs (environment_id TEXT PRIMARY KEY, repair_id TEXT NOT NULL, "
@@ -175,9 +178,9 @@ class StatisticsView:
         elif isinstance(e, FailureUnrepairable):
             rid = str(repair_stream_id(e.project, e.fingerprint))
             row = self._row(tx, prefix, rid) or self._new(rid, e.project, e.category.value)
-            self._count_repair(tx, prefix, row)
-            self._add(tx, prefix, self._dims(row), "unrepairable")
-            self._put(tx, prefix, {**row, "failed_at": None})
+            if not row["unrepairable"]:
+                self._add(tx, prefix, [d for d in self._dims(row) if d[0] != "strategy"], "unrepairable")
+            self._put(tx, prefix, {**row, "unrepairable": 1, "failed_at": None})
         elif isinstance(e, StormDetected):
             self._add(tx, prefix, [(ALL, ""), ("project", e.project)], "storms")
             tx.execute(
@@ -278,7 +281,7 @@ class StatisticsView:
     @staticmethod
     def _new(rid: str, project: str, category: str) -> dict[str, Any]:
         return {"repair_id": rid, "project": project, "category": category, "strategy": None, "counted": 0,
-                "healed": 0, "quarantined": 0, "failed_at": None, "state": "", "env_seconds": 0.0}
+                "healed": 0, "quarantined": 0, "unrepairable": 0, "failed_at": None, "state": "", "env_seconds": 0.0}
 
     @staticmethod
     def _dims(row: dict[str, Any]) -> list[tuple[str, str]]:

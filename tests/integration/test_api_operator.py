@@ -119,7 +119,7 @@ class OperatorApiContract:
         answer = await api.get("/statistics")
         assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
         stats = answer.json()
-        assert stats["repairs"]["heal_rate"] == 0.4
+        assert stats["repairs"]["heal_rate"] == 0.5
         assert stats["verified_precision"]["precision"] == 0.5
         assert stats["time_to_validated_repair"]["mean_seconds"] == 155.0
         assert stats["environment_minutes"]["minutes_per_repair"] == 3.0
