@@ -108,9 +108,9 @@ def _pages(store: Any, types: list[str]) -> Iterator[list[Any]]:
 
 
 def write_export(store: Any, out: TextIO, *, since: dt.datetime | None, until: dt.datetime | None,
-                 types: list[str], fmt: ExportFormat, progress: Any) -> int:
+                 types: list[str], fmt: ExportFormat, progress: Any, every_s: float = PROGRESS_EVERY_S) -> int:
     """Write every event with since <= occurred_at < until (and of `types`) to `out`, page by page;
-    returns how many. `progress(written, position, head)` is called every PROGRESS_EVERY_S seconds."""
+    returns how many. `progress(written, position, head)` is called after a page every `every_s` seconds."""
     import contracts
 
     head = store.max_position()
@@ -130,7 +130,7 @@ def write_export(store: Any, out: TextIO, *, since: dt.datetime | None, until: d
             else:
                 out.write(json.dumps({"position": rec.position, **wire}, separators=(",", ":")) + "\n")
             written += 1
-        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+        if time.monotonic() - last_report >= every_s:
             progress(written, batch[-1].position, head)
             last_report = time.monotonic()
     return written

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.cli_history import parse_moment
+from bus.cli_history import ExportFormat, parse_moment, write_export
 from bus.store import EventStore
 from tests.e2e.conftest import Cars
 from tests.e2e.test_cli import _commands
@@ -164,6 +164,23 @@ def test_replay_check_covers_every_view_and_no_command_changes_an_event(recorded
     recorded.ok("export", "--format", "csv")
     recorded.ok("quarantine", "export")
     assert events_digest(recorded.home) == before
+
+
+def test_a_long_export_reports_its_progress_page_by_page(tmp_path: Path) -> None:
+    # Given the operator history in a store, When it is exported reporting after every page
+    store = EventStore({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "e.sqlite")})
+    try:
+        write_operator_history(store)
+        head = store.max_position()
+        seen: list[tuple[int, int, int]] = []
+        out = io.StringIO()
+        written = write_export(store, out, since=None, until=None, types=[], fmt=ExportFormat.jsonl,
+                               progress=lambda *report: seen.append(report), every_s=0.0)
+    finally:
+        store.close()
+    # Then every event is written, and the progress reached the end of the log
+    assert written == head == len(out.getvalue().splitlines())
+    assert seen == [(head, head, head)]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
