@@ -21,7 +21,8 @@ Definitions (the README repeats them):
 - **time to validated repair**: from the first `failure.detected` of a fingerprint that is not yet
   repaired (a later one starts a new episode after a completion) to its `repair.completed`, in
   event time (`occurred_at`). Repairs opened by `heal.request` without a detected failure have none.
-- **rejected candidates** by reason: the first broken guardrail rule, else regressions, the
+- **rejected candidates** by reason: out of date (`stale`: the files changed since it was proposed),
+  else the first broken guardrail rule, else regressions, the
   mutation check, a patch that does not apply, a failed rerun, an environment that could not be
   provisioned (else `other`). **abandoned** repairs by the `heal.abandoned` reason, numbers elided.
 - **storms**: `run.storm_detected`, per project, and the most recent ones.
@@ -99,6 +100,8 @@ def validation_repair(purpose: str) -> str | None:
 
 def rejection_reason(event: HealRejected) -> str:
     """The group a candidate's rejection is counted under (see the module docstring)."""
+    if event.stale:
+        return "out of date"  # another repair changed the files since; proposed again, not wrong
     ev = event.evidence
     if ev.guardrails:
         return f"guardrail: {ev.guardrails[0].rule}"
