@@ -141,7 +141,7 @@ async def statistics(request: Request, deps: Deps) -> Response:
     validated repair; rejected candidates and abandoned repairs grouped by reason; infrastructure
     storms; environment minutes per repair. Precomputed by the statistics view; the README defines each."""
     reader = _statistics_reader(request, _views(deps))
-    body = await anyio.to_thread.run_sync(reader.encoded)
+    body = reader.recent() or await anyio.to_thread.run_sync(reader.encoded)
     return Response(body, media_type="application/json")
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 import uuid
 from typing import Any
 
@@ -431,13 +432,19 @@ def statistics_from_rows(position: int, rows: list[dict[str, Any]], storms: list
 
 
 class StatisticsReader:
-    """`read_statistics`, remembered until the view's position moves: a request costs one small query
-    (the tracking row) while nothing changes, the counters are read again only when it does."""
+    """`read_statistics`, remembered until the view's position moves.
 
-    def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX) -> None:
+    Checking the position is one small query; it is done at most every `max_age_s` seconds (the
+    runner itself only looks for new events every CARS_POLL_MS), so a burst of requests is answered
+    from memory, at most `max_age_s` behind the view. The counters are read again only when it moved.
+    """
+
+    def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX, max_age_s: float = 0.05) -> None:
         self.db = db
         self.prefix = prefix
+        self.max_age_s = max_age_s
         self._cached: tuple[int, dict[str, Any], bytes] | None = None
+        self._checked_at = 0.0
 
     def __call__(self) -> dict[str, Any]:
         return self._current()[1]
@@ -446,18 +453,25 @@ class StatisticsReader:
         """The statistics as compact JSON (encoded once per position)."""
         return self._current()[2]
 
+    def recent(self) -> bytes | None:
+        """The encoded statistics if the position was checked within `max_age_s`, without any I/O."""
+        cached = self._cached
+        if cached is not None and time.monotonic() - self._checked_at < self.max_age_s:
+            return cached[2]
+        return None
+
     def _current(self) -> tuple[int, dict[str, Any], bytes]:
         with self.db.transaction(readonly=True) as tx:
             tx.execute(f"SELECT position FROM {self.prefix}tracking WHERE view = ?", (StatisticsView.name,))
             found = tx.fetchone()
         position = int(found["position"]) if found else 0
         cached = self._cached
-        if cached is not None and cached[0] == position:
-            return cached
-        fresh = read_statistics(self.db, self.prefix)
-        entry = (int(fresh["position"]), fresh, json.dumps(fresh, separators=(",", ":")).encode())
-        self._cached = entry  # one assignment: readers in other threads see the old or the new entry
-        return entry
+        if cached is None or cached[0] != position:
+            fresh = read_statistics(self.db, self.prefix)
+            cached = (int(fresh["position"]), fresh, json.dumps(fresh, separators=(",", ":")).encode())
+            self._cached = cached  # one assignment: readers in other threads see the old or the new entry
+        self._checked_at = time.monotonic()
+        return cached
 
 
 __all__ = [

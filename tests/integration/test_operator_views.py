@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from bus.store import EventStore
+from contracts.runs import StormDetected
 from projections.db import ViewDB
 from projections.flaky import list_flaky, quarantined_tests
 from projections.replay import check, rebuild
 from projections.runner import ProjectionRunner
-from projections.statistics import read_statistics
+from projections.statistics import StatisticsReader, read_statistics
 from projections.timeline import repair_event_positions
 from projections.trends import run_trends
 from projections.views import default_views
@@ -76,6 +77,24 @@ class OperatorViewsContract:
                                                               "minutes_per_repair")} == {
             "environments": 2, "minutes": 3.0, "repairs": 1, "minutes_per_repair": 3.0}
         assert stats["position"] == store.max_position()
+
+    def test_the_statistics_reader_follows_the_view_and_remembers_between_moves(
+        self, store: EventStore, db: ViewDB
+    ) -> None:
+        writer = write_operator_history(store)
+        runner = ProjectionRunner(store, db, default_views())
+        runner.catch_up()
+        reader = StatisticsReader(db, max_age_s=3600.0)
+        first = reader.encoded()
+        assert reader.recent() is first  # checked just now: served from memory
+        # When another storm is recorded and folded
+        writer.run("web", "w9", [StormDetected(project="web", run_id="w9", failed_share=1.0, reason="all failed")],
+                   90000, failed=10)
+        runner.catch_up()
+        # Then a reader that checks again sees it, and a reader within its max age still has the old answer
+        assert StatisticsReader(db, max_age_s=0.0)()["storms"]["total"] == 2
+        assert reader.recent() is first
+        assert reader.encoded() != first and reader()["storms"]["total"] == 2
 
     def test_timeline_flaky_tests_and_trends(self, store: EventStore, db: ViewDB) -> None:
         write_operator_history(store)
