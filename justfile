@@ -59,3 +59,7 @@ lint: setup
 # Heal benchmark: real projects broken by source refactors, healed by `cars repair` (e.g. `just heal-bench --only tinydb`)
 heal-bench *ARGS: setup
     {{py}} bench/heal/run.py {{ARGS}}
+
+# GET /statistics under wrk at N repairs beside GET /health (default 100,000 repairs; building them takes minutes)
+stats-bench *ARGS: setup
+    {{py}} bench/statistics_api.py {{ARGS}}
