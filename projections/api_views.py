@@ -136,10 +136,13 @@ def _statistics_reader(request: Request, db: ViewDB) -> StatisticsReader:
     return reader
 
 
-async def statistics(request: Request, deps: Deps) -> Response:
+async def statistics(request: Request) -> Response:
     """Heal rate by class, strategy and project; verified precision; mean time from failure to
     validated repair; rejected candidates and abandoned repairs grouped by reason; infrastructure
     storms; environment minutes per repair. Precomputed by the statistics view; the README defines each."""
+    # The deps straight from the app, not through `Deps`: FastAPI runs a sync dependency in a worker
+    # thread, and this route is meant to answer a burst from memory without one.
+    deps: ApiDeps = request.app.state.deps
     reader = _statistics_reader(request, _views(deps))
     body = reader.recent() or await anyio.to_thread.run_sync(reader.encoded)
     return Response(body, media_type="application/json")
