@@ -9,7 +9,6 @@ Every route here reads views (`ApiDeps.views`) or the store, never folds history
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from typing import Annotated, Any
 
@@ -123,16 +122,13 @@ async def repair(deps: Deps, repair_id: Annotated[uuid.UUID, Path(description="T
 # ----------------------------------------------------------------------------- statistics
 
 
-_reader_lock = threading.Lock()
-
-
 def _statistics_reader(request: Request, db: ViewDB) -> StatisticsReader:
+    """The app's one reader (made on first use; only the event loop's thread gets here)."""
     state = request.app.state
-    with _reader_lock:
-        reader: StatisticsReader | None = getattr(state, "statistics_reader", None)
-        if reader is None or reader.db is not db:
-            reader = StatisticsReader(db)
-            state.statistics_reader = reader
+    reader: StatisticsReader | None = getattr(state, "statistics_reader", None)
+    if reader is None or reader.db is not db:
+        reader = StatisticsReader(db)
+        state.statistics_reader = reader
     return reader
 
 
