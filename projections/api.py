@@ -43,8 +43,8 @@ from contracts.repairs import ApproveRepair, RejectRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 from projections import security
-from projections.metrics import ROUTE as METRICS_ROUTE
 from projections.db import ViewDB
+from projections.metrics import ROUTE as METRICS_ROUTE
 
 log = logging.getLogger(__name__)
 
