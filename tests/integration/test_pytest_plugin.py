@@ -240,9 +240,10 @@ def test_cars_report_option_writes_the_document(project: Path, tmp_path: Path) -
     assert set(result["evidence"]) == {a.name for a in attrs.fields(FailureEvidence)}
 
 
-def test_plugin_imports_only_the_stdlib_and_pytest() -> None:
-    # Given the plugin's source
-    tree = ast.parse((PLUGIN_DIR / "cars_pytest.py").read_text())
+@pytest.mark.parametrize("module", ["cars_pytest", "cars_locators"])
+def test_plugin_imports_only_the_stdlib_and_pytest(module: str) -> None:
+    # Given the source of one of the plugin's files
+    tree = ast.parse((PLUGIN_DIR / f"{module}.py").read_text())
 
     # When its imports are listed
     imported = set()
@@ -252,5 +253,7 @@ def test_plugin_imports_only_the_stdlib_and_pytest() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
 
-    # Then it can be loaded into any project's environment
-    assert imported - set(sys.stdlib_module_names) <= {"pytest", "_pytest"}
+    # Then it can be loaded into any project's environment: the standard library, pytest, and the
+    # plugin's own files (its folder is what goes on the path)
+    siblings = {f.stem for f in PLUGIN_DIR.glob("*.py")} - {"__init__"}
+    assert imported - set(sys.stdlib_module_names) - siblings <= {"pytest", "_pytest"}
