@@ -6,6 +6,7 @@ field path instead of a surprise in the store.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -62,5 +63,16 @@ def string_map(limit: int, max_len: int) -> Any:
                 raise ValueError(f"{attribute.name} keys must be non-empty strings of at most {max_len} characters")
             if not isinstance(item, str) or len(item) > max_len:
                 raise ValueError(f"{attribute.name}[{key!r}] must be a string of at most {max_len} characters")
+
+    return check
+
+
+def matches(pattern: str, what: str) -> Any:
+    """A validator: a string that matches `pattern` whole; the error says it must be `what`."""
+    compiled = re.compile(pattern)
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{attribute.name} {value!r} must be {what}")
 
     return check
