@@ -76,3 +76,15 @@ def matches(pattern: str, what: str) -> Any:
             raise ValueError(f"{attribute.name} {value!r} must be {what}")
 
     return check
+
+
+def keys_match(pattern: str, what: str) -> Any:
+    """A validator: a mapping whose every key matches `pattern` whole; the error names the bad keys."""
+    compiled = re.compile(pattern)
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: dict[str, Any]) -> None:
+        bad = [k for k in value if not compiled.fullmatch(k)]
+        if bad:
+            raise ValueError(f"{attribute.name} has invalid key(s) {', '.join(map(repr, bad))}: each must be {what}")
+
+    return check

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import enum
-import re
-from typing import Any
 
 from attrs import field, frozen, validators
 
-from contracts.limits import MAX_ID, MAX_TEXT, bounded, matches, max_items, non_empty
+from contracts.limits import MAX_ID, MAX_TEXT, bounded, keys_match, matches, max_items, non_empty
 
 
 class Outcome(enum.Enum):
@@ -118,14 +116,8 @@ _version = matches(TEMPLATE_VERSION, "a version of dotted numbers with an option
 # Kubernetes quantities, the subset templates use: CPU in cores or millicores, memory in bytes with a suffix.
 _cpu = matches(r"([0-9]+(\.[0-9]{1,3})?|[1-9][0-9]*m)", "a CPU quantity such as 500m, 1 or 1.5")
 _memory = matches(r"[1-9][0-9]*(Ki|Mi|Gi|Ti|k|M|G|T)?", "a memory quantity such as 512Mi or 2Gi")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _env_names(_inst: Any, attribute: Any, value: dict[str, str]) -> None:
-    bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
-    if bad:
-        raise ValueError(f"{attribute.name} has invalid variable name(s) {', '.join(map(repr, bad))}: use letters, "
-                         "digits and '_', not starting with a digit")
+_env_names = keys_match(r"[A-Za-z_][A-Za-z0-9_]*", "a variable name of letters, digits and '_', not starting "
+                                                  "with a digit")
 
 
 @frozen(kw_only=True)
