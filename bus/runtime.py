@@ -153,7 +153,9 @@ def kubernetes_backend(settings: Settings) -> Backend:
         from actors.provisioner.backends.kubernetes import KubernetesBackend
     except ImportError as exc:
         raise BackendNotConfigured(f"the kubernetes backend cannot be loaded: {exc}") from exc
-    backend: Backend = KubernetesBackend()
+    # The cluster configuration (in-cluster service account, else the kubeconfig) is read at first use:
+    # a missing one fails that request with the reason.
+    backend: Backend = KubernetesBackend(settings.home)
     return backend
 
 

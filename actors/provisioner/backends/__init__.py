@@ -16,7 +16,7 @@ import builtins
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from attrs import field, frozen
@@ -46,6 +46,32 @@ class LiveEnvironment:
     expires_at: dt.datetime
 
 
+class ProvisionedEnvironment(Protocol):
+    """What `Backend.create` returns, read-only: `Provisioned`, or a backend's own class of the same shape."""
+
+    @property
+    def workspace(self) -> str: ...
+
+    @property
+    def service_urls(self) -> Mapping[str, str]: ...
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+    @property
+    def expires_at(self) -> dt.datetime: ...
+
+
+class HeldEnvironment(Protocol):
+    """What `Backend.list` returns per environment: `LiveEnvironment`, or a backend's own richer class."""
+
+    @property
+    def env_id(self) -> uuid.UUID: ...
+
+    @property
+    def expires_at(self) -> dt.datetime | None: ...
+
+
 class Backend(Protocol):
     """What the provisioner needs from a backend. Every method is idempotent per environment id."""
 
@@ -54,7 +80,7 @@ class Backend(Protocol):
     async def create(
         self, env_id: uuid.UUID, *, template: TemplateSpec, repo_path: str | None, ttl_s: int,
         labels: Mapping[str, str],
-    ) -> Provisioned:
+    ) -> ProvisionedEnvironment:
         """Create the environment (or return it as it is, if it exists and is healthy).
 
         Raises `ProvisionError` (or a subclass) for a request that cannot succeed: the provisioner
@@ -70,7 +96,7 @@ class Backend(Protocol):
         """Release every environment expired at `now` (and any orphan); the ids released."""
         ...
 
-    async def list(self) -> builtins.list[LiveEnvironment]:
+    async def list(self) -> Sequence[HeldEnvironment]:
         """Every environment this backend holds now, whichever process created it."""
         ...
 
@@ -131,5 +157,6 @@ class LazyBackends(Mapping[str, Backend]):
 
 
 __all__ = [
-    "Backend", "BackendNotConfigured", "LazyBackends", "LiveEnvironment", "Provisioned", "UnknownBackend",
+    "Backend", "BackendNotConfigured", "HeldEnvironment", "LazyBackends", "LiveEnvironment", "Provisioned",
+    "ProvisionedEnvironment", "UnknownBackend",
 ]
