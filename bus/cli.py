@@ -12,6 +12,7 @@ import anyio
 import typer
 from redis.exceptions import RedisError
 
+from bus import env_cli, template_cli
 from bus.settings import VARIABLES, Settings, SettingsError
 
 app = typer.Typer(
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Inspect and retry dead letters (messages CARS could not process).", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(template_cli.app, name="template")
+app.add_typer(env_cli.app, name="env")
 
 
 def _settings(**overrides: str) -> Settings:

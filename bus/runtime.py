@@ -36,7 +36,8 @@ from actors.monitor.schedule import run_monitoring
 from actors.notifier import router as notifier
 from actors.notifier.deliver import Sender
 from actors.provisioner import router as provisioner
-from actors.provisioner.backends.local import LocalBackend
+from actors.provisioner.backends import Backend, BackendNotConfigured, LazyBackends
+from actors.provisioner.backends.local import AsyncLocalBackend, LocalBackend
 from actors.registry import router as registry
 from actors.testrun import run_tests
 from actors.validator import router as validator
@@ -60,10 +61,12 @@ from contracts.runs import RunReported
 from contracts.values import FailureClass
 from projections.api import ApiDeps, create_api
 from projections.db import ViewDB
+from projections.environments import list_environments
 from projections.heals import list_repairs, repair_candidates, strategy_stats
 from projections.metrics import ActiveEnvironments, view_families
 from projections.runner import ProjectionRunner
 from projections.services import list_services
+from projections.templates import list_templates, template_versions
 from projections.views import default_views
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,22 @@ def running_platform_url(settings: Settings, needs: Sequence[str] = ("monitor", 
     return url if set(needs) <= running else None
 
 
+def kubernetes_backend(settings: Settings) -> Backend:
+    """The Kubernetes backend, imported only when a request (or CARS_ENV_BACKEND) asks for it.
+
+    A missing module or cluster configuration raises BackendNotConfigured: the request that asked
+    becomes `environment.failed` with this reason, and the process keeps running.
+    """
+    try:
+        from actors.provisioner.backends.kubernetes import KubernetesBackend
+    except ImportError as exc:
+        raise BackendNotConfigured(f"the kubernetes backend cannot be loaded: {exc}") from exc
+    # The cluster configuration (in-cluster service account, else the kubeconfig) is read at first use:
+    # a missing one fails that request with the reason.
+    backend: Backend = KubernetesBackend(settings.home)
+    return backend
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the platform owns Ctrl-C and shuts down in order."""
 
@@ -168,6 +187,7 @@ class Platform:
     metrics_port: int | None = None
     monitor_shared: monitor.MonitorDeps | None = None
     notifier_shared: notifier.NotifierDeps | None = None
+    provisioner_shared: provisioner.ProvisionerDeps | None = None
     quiet: bool = False  # no FastStream log lines (a command line that prints its own progress)
     stopping: bool = False  # set on shutdown: long-lived HTTP responses (the event stream) end
 
@@ -345,8 +365,16 @@ class Platform:
                                        validate=validate_candidate, memory_mb=self.settings.validation_memory_mb)
 
     def provisioner_deps(self) -> provisioner.ProvisionerDeps:
-        return provisioner.ProvisionerDeps(aggregates=self.aggregates(), clock=utcnow,
-                                           backend=LocalBackend(self.settings.home))
+        """One per process: its subscriber and its reaper share the backends (each built once, when needed)."""
+        if self.provisioner_shared is None:
+            settings = self.settings
+            backends = LazyBackends({
+                "local": lambda: AsyncLocalBackend(LocalBackend(settings.home)),
+                "kubernetes": lambda: kubernetes_backend(settings),
+            }, default=settings.env_backend)
+            self.provisioner_shared = provisioner.ProvisionerDeps(
+                aggregates=self.aggregates(), clock=utcnow, backends=backends, default_backend=settings.env_backend)
+        return self.provisioner_shared
 
     def notifier_deps(self) -> notifier.NotifierDeps:
         """One per process: its subscriber and its retry loop share the targets' circuit breakers."""
@@ -372,6 +400,9 @@ class Platform:
             max_position=self.store.max_position, stopping=lambda: self.stopping,
             metrics=self.scrape,
             views=views, dead_letters=self.dead_letters, fold_aggregate=aggregate_state,
+            list_templates=lambda: list_templates(views),
+            template_versions=lambda name: template_versions(views, name),
+            list_environments=lambda status, live: list_environments(views, status=status, live=live),
         )
 
     async def dead_letters(self, after: str, count: int) -> tuple[list[dict[str, Any]], int]:
@@ -386,6 +417,11 @@ class Platform:
         s.home.mkdir(parents=True, exist_ok=True)
         self.store = await anyio.to_thread.run_sync(EventStore, s.store_env())
         self.views = await anyio.to_thread.run_sync(ViewDB.from_store_env, s.store_env(), s.home)
+        if {"registry", "provisioner"} & set(self.actors):
+            # Before any consumer starts: an environment request must find the built-in templates.
+            published = await registry.publish_builtin_templates(self.aggregates())
+            if published:
+                log.info("built-in templates published", extra={"count": published})
         quiet: dict[str, Any] = {"logger": None} if self.quiet else {}
         self.broker = RedisBroker(
             url, graceful_timeout=10.0, log_level=logging.DEBUG, **quiet,

@@ -61,6 +61,8 @@ VARIABLES: dict[str, str] = {
     "CARS_RELAY_BATCH": "events the relay publishes per round trip (default 500)",
     "CARS_POLL_MS": "how often the relay and projections look for new events when idle (default 50)",
     "CARS_VALIDATION_MEMORY_MB": "address space per process of a validation test run, in MiB (default 4096)",
+    "CARS_ENV_BACKEND": "environment backend when neither the request nor its template names one: local (default) "
+                        "or kubernetes",
     "CARS_LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
     "CARS_LOG_JSON": "1 for JSON log lines",
     "CARS_METRICS_PORT": "also serve this process's own Prometheus counters on this port (default: off; "
@@ -80,6 +82,16 @@ VARIABLES: dict[str, str] = {
 }
 
 MIN_TOKEN_CHARS = 16
+
+
+ENV_BACKENDS = ("local", "kubernetes")
+
+
+def _env_backend(env: Mapping[str, str]) -> str:
+    value = env.get("CARS_ENV_BACKEND", "").strip().lower() or "local"
+    if value not in ENV_BACKENDS:
+        raise SettingsError(f"CARS_ENV_BACKEND={value!r}: use {' or '.join(ENV_BACKENDS)}")
+    return value
 
 
 @frozen(kw_only=True)
@@ -107,6 +119,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     notifier: NotifierSettings = field(factory=NotifierSettings)
     metrics_port: int | None = None
+    env_backend: str = "local"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +156,7 @@ class Settings:
             cors_origins=tuple(o.strip() for o in env.get("CARS_CORS_ORIGINS", "").split(",") if o.strip()),
             notifier=_notifier(env),
             metrics_port=_int(env, "CARS_METRICS_PORT", -1, minimum=0) if env.get("CARS_METRICS_PORT") else None,
+            env_backend=_env_backend(env),
         )
 
     def store_env(self) -> dict[str, str]:

@@ -44,6 +44,7 @@ class EnvironmentRequested:
     ttl_s: int = field(validator=_ttl)
     repo_path: str | None = field(default=None, validator=_opt_id)
     purpose: str = field(default="manual", validator=non_empty(MAX_ID))
+    services: tuple[str, ...] = ()  # the names of the template's services
 
 
 @message("environment.provisioned", kind=Kind.EVENT, area=Area.ENVIRONMENTS)

@@ -6,6 +6,7 @@ field path instead of a surprise in the store.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -62,5 +63,28 @@ def string_map(limit: int, max_len: int) -> Any:
                 raise ValueError(f"{attribute.name} keys must be non-empty strings of at most {max_len} characters")
             if not isinstance(item, str) or len(item) > max_len:
                 raise ValueError(f"{attribute.name}[{key!r}] must be a string of at most {max_len} characters")
+
+    return check
+
+
+def matches(pattern: str, what: str) -> Any:
+    """A validator: a string that matches `pattern` whole; the error says it must be `what`."""
+    compiled = re.compile(pattern)
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{attribute.name} {value!r} must be {what}")
+
+    return check
+
+
+def keys_match(pattern: str, what: str) -> Any:
+    """A validator: a mapping whose every key matches `pattern` whole; the error names the bad keys."""
+    compiled = re.compile(pattern)
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: dict[str, Any]) -> None:
+        bad = [k for k in value if not compiled.fullmatch(k)]
+        if bad:
+            raise ValueError(f"{attribute.name} has invalid key(s) {', '.join(map(repr, bad))}: each must be {what}")
 
     return check

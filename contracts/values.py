@@ -6,7 +6,7 @@ import enum
 
 from attrs import field, frozen, validators
 
-from contracts.limits import MAX_ID, MAX_TEXT, bounded, non_empty
+from contracts.limits import MAX_ID, MAX_TEXT, bounded, keys_match, matches, max_items, non_empty
 
 
 class Outcome(enum.Enum):
@@ -105,40 +105,69 @@ class ValidationEvidence:
     duration_s: float = field(default=0.0, validator=validators.ge(0.0))
 
 
+#: A DNS-1123 label: what Kubernetes accepts as a namespace, Service or label-safe name.
+DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_dns_label = matches(DNS_LABEL, "a DNS label: lowercase letters, digits and '-', starting and ending alphanumeric, "
+                                "at most 63 characters")
+#: A template version: dotted numbers with an optional pre-release tag (`1.2.0`, `2.0.0-rc.1`).
+TEMPLATE_VERSION = r"(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}(-[0-9A-Za-z][0-9A-Za-z.]{0,30})?"
+_version = matches(TEMPLATE_VERSION, "a version of dotted numbers with an optional pre-release tag, "
+                                     "such as 1.2.0 or 2.0.0-rc.1")
+# Kubernetes quantities, the subset templates use: CPU in cores or millicores, memory in bytes with a suffix.
+_cpu = matches(r"([0-9]+(\.[0-9]{1,3})?|[1-9][0-9]*m)", "a CPU quantity such as 500m, 1 or 1.5")
+_memory = matches(r"[1-9][0-9]*(Ki|Mi|Gi|Ti|k|M|G|T)?", "a memory quantity such as 512Mi or 2Gi")
+_env_names = keys_match(r"[A-Za-z_][A-Za-z0-9_]*", "a variable name of letters, digits and '_', not starting "
+                                                  "with a digit")
+
+
 @frozen(kw_only=True)
 class ResourceLimits:
-    cpu: str = field(default="500m", validator=non_empty(32))
-    memory: str = field(default="512Mi", validator=non_empty(32))
+    cpu: str = field(default="500m", validator=_cpu)
+    memory: str = field(default="512Mi", validator=_memory)
 
 
 @frozen(kw_only=True)
 class ServiceSpec:
     """A backing service an environment template provides."""
 
-    name: str = field(validator=non_empty(63))
+    name: str = field(validator=_dns_label)
     kind: ServiceKind
     image: str = field(validator=non_empty(MAX_ID))
     version: str = field(validator=non_empty(64))
     port: int = field(validator=[validators.ge(1), validators.le(65535)])
     resources: ResourceLimits = ResourceLimits()
-    env: dict[str, str] = field(factory=dict)
+    env: dict[str, str] = field(factory=dict, validator=_env_names)
 
 
 @frozen(kw_only=True)
 class Quota:
-    cpu: str = field(default="2", validator=non_empty(32))
-    memory: str = field(default="4Gi", validator=non_empty(32))
+    cpu: str = field(default="2", validator=_cpu)
+    memory: str = field(default="4Gi", validator=_memory)
     pods: int = field(default=20, validator=validators.ge(1))
 
 
 @frozen(kw_only=True)
 class TemplateSpec:
-    """An environment template. A (name, version) pair is immutable once published."""
+    """An environment template. A (name, version) pair is immutable once published.
 
-    name: str = field(validator=non_empty(63))
-    version: str = field(validator=non_empty(64))
+    `backend` names the environment backend that serves it (`local`, `kubernetes`) when a request does
+    not name one; unset, the provisioner's default (CARS_ENV_BACKEND) applies.
+    """
+
+    name: str = field(validator=_dns_label)
+    version: str = field(validator=_version)
     description: str = field(default="", validator=bounded(MAX_TEXT))
     runner_image: str = field(default="python:3.11-slim", validator=non_empty(MAX_ID))
-    services: tuple[ServiceSpec, ...] = ()
+    services: tuple[ServiceSpec, ...] = field(default=(), validator=max_items(16))
     quota: Quota = Quota()
     default_ttl_s: int = field(default=1800, validator=[validators.ge(30), validators.le(7 * 24 * 3600)])
+    backend: str | None = field(default=None, validator=validators.optional(_dns_label))
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], int, str]:
+    """Orders template versions: by their numbers (trailing zeros ignored), a pre-release before its release."""
+    numbers, _, pre = version.partition("-")
+    parts = [int(p) if p.isdigit() else 0 for p in numbers.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts), 0 if pre else 1, pre

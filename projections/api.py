@@ -42,7 +42,7 @@ from contracts.limits import MAX_TEXT
 from contracts.repairs import ApproveRepair, RejectRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
-from projections import security
+from projections import environment_routes, security
 from projections.db import ViewDB
 from projections.metrics import ROUTE as METRICS_ROUTE
 
@@ -78,6 +78,11 @@ class ApiDeps:
     repair_candidates: Callable[[str], list[dict[str, Any]]] | None = None
     # The Prometheus text exposition of this process and the bus, read now (projections.metrics).
     metrics: Callable[[], Awaitable[bytes]] | None = None
+    # The templates view: every template's summary; one template with all its versions (None: unknown). Blocking.
+    list_templates: Callable[[], list[dict[str, Any]]] | None = None
+    template_versions: Callable[[str], dict[str, Any] | None] | None = None
+    # Rows of the environments view: (status, live only) -> environments. Blocking.
+    list_environments: Callable[[str | None, bool], list[dict[str, Any]]] | None = None
     # A readiness check slower than this counts as a failure: a probe must answer.
     ready_timeout_s: float = 5.0
     # CARS_API_TOKEN: when set, every write needs it as a bearer token (projections/security.py).
@@ -505,6 +510,7 @@ ROUTES: list[dict[str, Any]] = [
      "summary": "AsyncAPI document of the bus"},
     METRICS_ROUTE,
 ]
+ROUTES += environment_routes.routes()
 
 TAGS = [
     {"name": "operations", "description": "Liveness and readiness probes."},

@@ -82,14 +82,17 @@ def iso(moment: dt.datetime) -> str:
 def default_views() -> list[View]:
     """Every view CARS maintains: the one list the runtime, the API and `cars replay` use."""
     # Imported here: the view modules import this one for the protocol and helpers.
+    from projections.environments import EnvironmentsView
     from projections.flaky import FlakyTestsView
     from projections.heals import HealsView
     from projections.services import ServicesView
     from projections.statistics import StatisticsView
+    from projections.templates import TemplatesView
     from projections.timeline import RepairTimelineView
     from projections.trends import RunTrendsView
 
-    return [ServicesView(), HealsView(), StatisticsView(), RepairTimelineView(), FlakyTestsView(), RunTrendsView()]
+    return [ServicesView(), HealsView(), StatisticsView(), RepairTimelineView(), FlakyTestsView(), RunTrendsView(),
+            TemplatesView(), EnvironmentsView()]
 
 
 __all__ = [

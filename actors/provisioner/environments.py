@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from attrs import evolve, frozen
 
 from actors.errors import Rejected
+from actors.registry import templates
+from actors.registry.templates import TemplateState
 from contracts import Envelope
 from contracts.environments import (
     EnvironmentExpired,
@@ -25,12 +27,7 @@ from contracts.environments import (
     RequestEnvironment,
 )
 
-#: The built-in templates and the backing services each provides. (The registry's versioned
-#: templates replace this table when they arrive; the names stay.)
-TEMPLATE_SERVICES: Mapping[str, tuple[str, ...]] = {
-    "python": (), "python-postgres": ("postgres",), "python-redis": ("redis",), "python-mysql": ("mysql",),
-    "python-mongodb": ("mongodb",), "full-stack": ("postgres", "redis"),
-}
+#: The TTL of a request that failed before its template was known.
 DEFAULT_TTL_S = 1800
 
 
@@ -44,10 +41,6 @@ class EnvStatus(enum.Enum):
 
 
 LIVE = frozenset({EnvStatus.REQUESTED, EnvStatus.PROVISIONED})
-
-
-class UnknownTemplate(Rejected):
-    pass
 
 
 class UnknownEnvironment(Rejected):
@@ -78,22 +71,38 @@ def fold(history: Sequence[Envelope[Any]]) -> EnvState:
     return state
 
 
-def services_of(template: str) -> tuple[str, ...]:
-    try:
-        return TEMPLATE_SERVICES[template]
-    except KeyError:
-        known = ", ".join(sorted(TEMPLATE_SERVICES))
-        raise UnknownTemplate(f"unknown environment template {template!r}; known: {known}") from None
+def request(
+    state: EnvState, cmd: RequestEnvironment, env_id: uuid.UUID, *, template: TemplateState, default_backend: str,
+    backends: Collection[str],
+) -> list[Any]:
+    """Record the request with its template resolved (`template` is that template's registry state).
 
-
-def request(state: EnvState, cmd: RequestEnvironment, env_id: uuid.UUID, backend: str) -> list[Any]:
+    The version is the one asked for, else the latest that is not deprecated; the backend is the one
+    asked for, else the template's, else `default_backend`. A request that cannot be served (unknown
+    template, version or backend; a deprecated version) is recorded and failed at once with the reason,
+    so whoever waits for the environment hears why.
+    """
     if state.status is not EnvStatus.NONE:
         return []  # the same request again: the environment exists (or existed)
-    services_of(cmd.template)
-    return [EnvironmentRequested(
-        environment_id=env_id, template=cmd.template, template_version=cmd.template_version, backend=backend,
-        ttl_s=cmd.ttl_s or DEFAULT_TTL_S, repo_path=cmd.repo_path, purpose=cmd.purpose,
-    )]
+    try:
+        spec = templates.resolve(template, cmd.template, cmd.template_version)
+    except templates.UnknownTemplate as exc:
+        refused = EnvironmentRequested(
+            environment_id=env_id, template=cmd.template, template_version=cmd.template_version,
+            backend=cmd.backend or default_backend, ttl_s=cmd.ttl_s or DEFAULT_TTL_S, repo_path=cmd.repo_path,
+            purpose=cmd.purpose,
+        )
+        return [refused, EnvironmentFailed(environment_id=env_id, reason=str(exc))]
+    backend = cmd.backend or spec.backend or default_backend
+    requested = EnvironmentRequested(
+        environment_id=env_id, template=spec.name, template_version=spec.version, backend=backend,
+        ttl_s=cmd.ttl_s or spec.default_ttl_s, repo_path=cmd.repo_path, purpose=cmd.purpose,
+        services=tuple(s.name for s in spec.services),
+    )
+    if backend not in backends:
+        reason = f"unknown environment backend {backend!r}; known: {', '.join(backends)}"
+        return [requested, EnvironmentFailed(environment_id=env_id, reason=reason)]
+    return [requested]
 
 
 def provisioned(state: EnvState, env_id: uuid.UUID, backend: str, workspace: str, variables: Mapping[str, str],
@@ -125,6 +134,6 @@ def expired(state: EnvState, env_id: uuid.UUID, now: dt.datetime) -> list[Any]:
 
 
 __all__ = [
-    "DEFAULT_TTL_S", "LIVE", "TEMPLATE_SERVICES", "EnvState", "EnvStatus", "UnknownEnvironment", "UnknownTemplate",
-    "expired", "failed", "fold", "provisioned", "release", "request", "services_of",
+    "DEFAULT_TTL_S", "LIVE", "EnvState", "EnvStatus", "UnknownEnvironment", "expired", "failed", "fold",
+    "provisioned", "release", "request",
 ]

@@ -1,1 +1,1 @@
-"""The registry actor: CARS services (processes) and, later, environment templates."""
+"""The registry actor: CARS services (processes) and environment templates."""

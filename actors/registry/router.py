@@ -1,4 +1,4 @@
-"""The registry actor's subscribers and its missed-heartbeat sweep."""
+"""The registry actor's subscribers, its missed-heartbeat sweep, and the built-in templates."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import anyio
 from attrs import frozen
 
 from actors.ports import Aggregates, Clock, Tick
-from actors.registry import services
+from actors.registry import services, templates
+from actors.registry.builtin_templates import builtin_templates
 from contracts import Envelope, natural_id
 
 log = logging.getLogger(__name__)
 
 ROLE = "registry"
-ACCEPTS = services.COMMANDS
+ACCEPTS = services.COMMANDS | templates.COMMANDS
 
 
 @frozen(kw_only=True)
@@ -29,8 +30,12 @@ class RegistryDeps:
 
 
 async def handle(deps: RegistryDeps, envelope: Envelope[Any]) -> None:
-    """Apply one service command to its service's stream."""
+    """Apply one service command to its service's stream, or one template command to its template's."""
     command = envelope.data
+    if envelope.type in templates.COMMANDS:
+        await deps.aggregates.execute(
+            templates.stream_of(command), envelope, lambda h: templates.decide(templates.fold(h), command))
+        return
     stream_id = services.service_id(command.instance)
     now = deps.clock()
     await deps.aggregates.execute(
@@ -75,3 +80,22 @@ async def run_sweeps(deps: RegistryDeps, every_s: float) -> None:
         except Exception:
             log.exception("service sweep failed; retrying in %.1fs", every_s)
         await anyio.sleep(every_s)
+
+
+async def publish_builtin_templates(aggregates: Aggregates) -> int:
+    """Publish every built-in template that is not published yet. Returns how many were.
+
+    Safe in any number of processes at once: the cause id is derived from the template and version (a
+    second process finds it handled), and the same body of a published version is a no-op anyway.
+    A built-in whose version exists with another body is logged and skipped: that is a release
+    mistake (change a built-in only with a new version), and must not stop the platform.
+    """
+    published = 0
+    for spec in builtin_templates():
+        tick = Tick(id=natural_id("builtin-template", spec.name, spec.version))
+        try:
+            published += len(await aggregates.execute(
+                templates.template_id(spec.name), tick, lambda h, s=spec: templates.publish(templates.fold(h), s)))
+        except templates.TemplateError as exc:
+            log.error("built-in template %s %s not published: %s", spec.name, spec.version, exc)
+    return published

@@ -483,6 +483,7 @@ async def test_openapi_describes_every_route(api: httpx.AsyncClient) -> None:
         ("POST", "/repairs/{repair_id}/approve"), ("GET", "/metrics"),
         ("POST", "/repairs/{repair_id}/reject"), ("GET", "/events/stream"),
         ("GET", "/statistics"), ("GET", "/tests/flaky"), ("GET", "/runs"), ("GET", "/dlq"),
+        ("GET", "/templates"), ("GET", "/templates/{name}"), ("GET", "/environments"),
     }
     for key, op in operations.items():
         assert op.get("summary") and op.get("tags"), key

@@ -13,6 +13,7 @@ import datetime as dt
 import enum
 import functools
 import math
+import re
 import types
 import typing
 import uuid
@@ -42,6 +43,8 @@ class Constraints:
     lower_open: bool = False
     upper: float | None = None
     upper_open: bool = False
+    pattern: re.Pattern[str] | None = None  # contracts.limits.matches
+    key_pattern: re.Pattern[str] | None = None  # contracts.limits.keys_match
 
 
 def constraints_of(validator: Any) -> Constraints:
@@ -75,6 +78,13 @@ def _collect(validator: Any, found: Constraints) -> None:
         return
     # contracts.limits: closures `bounded(n)`, `non_empty(n)` and `max_items(n)`.
     factory = getattr(validator, "__qualname__", "").split(".<locals>", 1)[0]
+    if factory in ("matches", "keys_match"):
+        [compiled] = [c.cell_contents for c in validator.__closure__ or () if isinstance(c.cell_contents, re.Pattern)]
+        if factory == "matches":
+            found.pattern = compiled
+        else:
+            found.key_pattern = compiled
+        return
     if factory in ("bounded", "non_empty", "max_items"):
         (limit,) = (c.cell_contents for c in validator.__closure__ or ())
         if factory == "max_items":
@@ -87,6 +97,8 @@ def _collect(validator: Any, found: Constraints) -> None:
 
 
 def text(c: Constraints) -> st.SearchStrategy[str]:
+    if c.pattern is not None:
+        return st.from_regex(c.pattern, fullmatch=True)
     limit = c.max_len if c.max_len is not None else SHORT_TEXT
     short = st.text(min_size=1 if c.non_blank else 0, max_size=min(limit, SHORT_TEXT))
     options = [short]
@@ -134,9 +146,8 @@ def for_type(tp: Any, c: Constraints) -> st.SearchStrategy[Any]:
         size = min(SHORT_COLLECTION, c.max_items if c.max_items is not None else SHORT_COLLECTION)
         return st.lists(for_type(args[0], Constraints()), max_size=size).map(tuple)
     if origin is dict:
-        return st.dictionaries(
-            for_type(args[0], Constraints()), for_type(args[1], Constraints()), max_size=SHORT_COLLECTION
-        )
+        keys = st.from_regex(c.key_pattern, fullmatch=True) if c.key_pattern else for_type(args[0], Constraints())
+        return st.dictionaries(keys, for_type(args[1], Constraints()), max_size=SHORT_COLLECTION)
     if tp is bool:  # before int: bool is an int subclass
         return st.booleans()
     if tp is str:

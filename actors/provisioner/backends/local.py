@@ -26,9 +26,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import attrs
 from attrs import field, frozen
 
+from actors.provisioner.backends import LiveEnvironment, Provisioned
 from actors.provisioner.errors import ProvisionError
 from actors.provisioner.services import (
     ServiceProcess,
@@ -39,7 +41,7 @@ from actors.provisioner.services import (
     stop_service,
 )
 from actors.workspace import SKIP_DIRS
-from contracts.values import ServiceKind
+from contracts.values import ServiceKind, TemplateSpec
 
 GIT_TIMEOUT_S = 120.0
 STATE_VERSION = 1
@@ -343,6 +345,39 @@ class LocalBackend:
                 os.close(fd)
 
 
+class AsyncLocalBackend:
+    """`LocalBackend` as an `actors.provisioner.backends.Backend`: each blocking call runs in a worker thread.
+
+    The template's services are started by kind (PostgreSQL, Redis); images, resources, quotas and
+    service variables are for container backends and do not apply to processes on this machine.
+    Labels are not stored: the environment's folder name is its id.
+    """
+
+    name = "local"
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+
+    async def create(
+        self, env_id: uuid.UUID, *, template: TemplateSpec, repo_path: str | None, ttl_s: int,
+        labels: Mapping[str, str],
+    ) -> Provisioned:
+        kinds = [s.kind for s in template.services]
+        made = await anyio.to_thread.run_sync(lambda: self.backend.create(env_id, repo_path, kinds, ttl_s))
+        return Provisioned(workspace=str(made.workspace), service_urls=dict(made.service_urls), env=dict(made.env),
+                           expires_at=made.expires_at)
+
+    async def release(self, env_id: uuid.UUID) -> bool:
+        return await anyio.to_thread.run_sync(self.backend.release, env_id)
+
+    async def reap(self, now: dt.datetime) -> builtins.list[uuid.UUID]:
+        return await anyio.to_thread.run_sync(self.backend.reap, now)
+
+    async def list(self) -> builtins.list[LiveEnvironment]:
+        found = await anyio.to_thread.run_sync(self.backend.list)
+        return [LiveEnvironment(env_id=e.env_id, workspace=str(e.workspace), expires_at=e.expires_at) for e in found]
+
+
 # -- sandboxes ---------------------------------------------------------------------------------------
 
 
@@ -405,4 +440,4 @@ def _copy_tree(src: Path, dest: Path) -> None:
         raise ProvisionError(f"copying {src} failed: {exc}") from exc
 
 
-__all__ = ["LocalBackend", "LocalEnvironment"]
+__all__ = ["AsyncLocalBackend", "LocalBackend", "LocalEnvironment"]
