@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -143,6 +144,19 @@ def running_platform_url(settings: Settings, needs: Sequence[str] = ("monitor", 
     return url if set(needs) <= running else None
 
 
+@define
+class _KubernetesJobs:
+    """The validator's way to run tests as Jobs in a kubernetes environment: the process's Kubernetes
+    backend, built when a kubernetes environment is first validated (a process that never sees one
+    never loads it)."""
+
+    backends: LazyBackends
+
+    async def run_job(self, env_id: uuid.UUID, **kwargs: Any) -> Any:
+        backend: Any = self.backends["kubernetes"]
+        return await backend.run_job(env_id, **kwargs)
+
+
 def kubernetes_backend(settings: Settings) -> Backend:
     """The Kubernetes backend, imported only when a request (or CARS_ENV_BACKEND) asks for it.
 
@@ -188,6 +202,7 @@ class Platform:
     monitor_shared: monitor.MonitorDeps | None = None
     notifier_shared: notifier.NotifierDeps | None = None
     provisioner_shared: provisioner.ProvisionerDeps | None = None
+    backends_shared: LazyBackends | None = None
     quiet: bool = False  # no FastStream log lines (a command line that prints its own progress)
     stopping: bool = False  # set on shutdown: long-lived HTTP responses (the event stream) end
 
@@ -362,18 +377,26 @@ class Platform:
 
     def validator_deps(self) -> validator.ValidatorDeps:
         return validator.ValidatorDeps(aggregates=self.aggregates(), clock=utcnow, publish=self.publish,
-                                       validate=validate_candidate, memory_mb=self.settings.validation_memory_mb)
+                                       validate=validate_candidate, memory_mb=self.settings.validation_memory_mb,
+                                       jobs=_KubernetesJobs(self.env_backends()))
+
+    def env_backends(self) -> LazyBackends:
+        """One per process, shared by the provisioner (environments) and the validator (Jobs in them);
+        each backend is built the first time it is asked for."""
+        if self.backends_shared is None:
+            settings = self.settings
+            self.backends_shared = LazyBackends({
+                "local": lambda: AsyncLocalBackend(LocalBackend(settings.home)),
+                "kubernetes": lambda: kubernetes_backend(settings),
+            }, default=settings.env_backend)
+        return self.backends_shared
 
     def provisioner_deps(self) -> provisioner.ProvisionerDeps:
         """One per process: its subscriber and its reaper share the backends (each built once, when needed)."""
         if self.provisioner_shared is None:
-            settings = self.settings
-            backends = LazyBackends({
-                "local": lambda: AsyncLocalBackend(LocalBackend(settings.home)),
-                "kubernetes": lambda: kubernetes_backend(settings),
-            }, default=settings.env_backend)
             self.provisioner_shared = provisioner.ProvisionerDeps(
-                aggregates=self.aggregates(), clock=utcnow, backends=backends, default_backend=settings.env_backend)
+                aggregates=self.aggregates(), clock=utcnow, backends=self.env_backends(),
+                default_backend=self.settings.env_backend)
         return self.provisioner_shared
 
     def notifier_deps(self) -> notifier.NotifierDeps:
