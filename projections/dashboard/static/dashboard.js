@@ -4,17 +4,11 @@
    markup, so a test id like "<script>" is shown as itself. */
 (() => {
   const FEED_MAX = 200; // events kept in the live feed
-  const PAGE = 1000; // GET /events page size (its maximum)
   const REFRESH_DELAY_MS = 250; // a burst of events causes one refresh
   const REFRESH_EVERY_MS = 30000; // "last seen" and friends age even when nothing happens
-  const VIEW_LAG_MS = 1500; // views (GET /repairs, /services) may be this far behind the event stream
+  const VIEW_LAG_MS = 1500; // the views behind every endpoint may be this far behind the event stream
   const HEARTBEAT = "service.heartbeat_recorded";
-  const HEALED = new Set(["completed", "approved", "applied"]);
-  // Unrepairable failures (product regressions, infrastructure) are not a failed heal: CARS never tries.
-  const UNHEALED = new Set(["abandoned", "rejected"]);
   const OPEN = new Set(["validating", "completed", "approved"]);
-  const ENVIRONMENT_TYPES = ["environment.requested", "environment.provisioned", "environment.failed",
-    "environment.released", "environment.expired"];
 
   // ------------------------------------------------------------------------------------ helpers
 
@@ -98,30 +92,9 @@
     return cache.get(url);
   }
 
-  /** Every recorded event of these types, oldest first (pages through GET /events). */
-  function eventsOf(types) {
-    const key = `events:${types.join(",")}`;
-    if (!cache.has(key)) {
-      cache.set(key, (async () => {
-        const found = [];
-        let after = 0;
-        for (;;) {
-          const params = new URLSearchParams({ after: String(after), limit: String(PAGE) });
-          for (const t of types) params.append("type", t);
-          const page = await getJSON(`/events?${params}`);
-          found.push(...page.events);
-          if (page.events.length < PAGE) return found;
-          after = page.next_after;
-        }
-      })());
-    }
-    return cache.get(key);
-  }
 
   // ------------------------------------------------------------------------------- data sources
-  // One function per dataset. flakyTests and environments fold the event history because their
-  // endpoints (GET /tests/flaky, GET /environments) are not served yet: switch each one to its
-  // endpoint when it is, and the tiles and tables follow.
+  // One function per dataset, each reading one JSON endpoint.
 
   const source = {
     async repairs() {
@@ -137,50 +110,37 @@
     },
 
     async flakyTests() {
-      const tests = new Map();
-      for (const ev of await eventsOf(["test.flakiness.changed", "test.quarantined"])) {
-        const d = ev.data;
-        const key = `${d.project}\u0000${d.test_id}`;
-        const t = tests.get(key) || { project: d.project, test_id: d.test_id, flaky: false, flip_rate: null,
-          since: null, quarantined_since: null };
-        if (ev.type === "test.flakiness.changed") Object.assign(t, { flaky: d.flaky, flip_rate: d.flip_rate,
-          since: ev.occurred_at });
-        else t.quarantined_since = t.quarantined_since || ev.occurred_at;
-        tests.set(key, t);
-      }
-      return [...tests.values()].filter((t) => t.flaky || t.quarantined_since);
+      // GET /tests/flaky: the flaky-tests view (flip rate, last flips, quarantine state and since when)
+      return (await load("/tests/flaky")).tests.map((t) => ({
+        project: t.project, test_id: t.test_id, flaky: t.flaky, flip_rate: t.flip_rate,
+        since: t.flaky_since || t.changed_at,
+        quarantined_since: t.quarantine && t.quarantine.state !== "none" ? t.quarantine.since : null,
+      })).filter((t) => t.flaky || t.quarantined_since);
     },
 
     async environments() {
-      const envs = new Map();
-      for (const ev of await eventsOf(ENVIRONMENT_TYPES)) {
-        const d = ev.data;
-        const e = envs.get(d.environment_id) || { environment_id: d.environment_id, template: "", backend: "",
-          purpose: "", status: "", since: null, expires_at: null };
-        const status = { "environment.requested": "requested", "environment.provisioned": "active",
-          "environment.failed": "failed", "environment.released": "released",
-          "environment.expired": "expired" }[ev.type];
-        Object.assign(e, { status, since: ev.occurred_at });
-        if (ev.type === "environment.requested") Object.assign(e, { template: d.template, backend: d.backend,
-          purpose: d.purpose });
-        if (ev.type === "environment.provisioned") Object.assign(e, { backend: d.backend, expires_at: d.expires_at });
-        envs.set(d.environment_id, e);
-      }
-      return [...envs.values()].sort((a, b) => String(b.since).localeCompare(String(a.since)));
+      // GET /environments: the environments view, newest first ("provisioned" is shown as active)
+      return (await load("/environments")).environments.map((e) => ({
+        environment_id: e.environment_id, template: e.template, backend: e.backend, purpose: e.purpose,
+        status: e.status === "provisioned" ? "active" : e.status, since: e.updated_at, expires_at: e.expires_at,
+      }));
+    },
+
+    async statistics() {
+      return load("/statistics");
     },
   };
 
   // ------------------------------------------------------------------------------------- tiles
-  // Each tile is one function returning {value, detail}. Heal rate is computed from GET /repairs
-  // until GET /statistics is served.
+  // Each tile is one function returning {value, detail}.
 
   const tiles = {
     async "heal-rate"() {
-      const repairs = await source.repairs();
-      const healed = repairs.filter((r) => HEALED.has(r.status)).length;
-      const done = healed + repairs.filter((r) => UNHEALED.has(r.status)).length;
-      if (!done) return { value: "–", detail: "no verdicts yet" };
-      return { value: `${Math.round((100 * healed) / done)}%`, detail: `${healed} validated of ${done} with a verdict` };
+      // GET /statistics: healed over the repairs CARS tried (definitions in the README)
+      const { repairs } = await source.statistics();
+      if (!repairs.repairs) return { value: "–", detail: "no repairs tried yet" };
+      return { value: `${Math.round(100 * (repairs.heal_rate || 0))}%`,
+        detail: `${repairs.healed} healed of ${repairs.repairs} tried` };
     },
 
     async "open-repairs"() {
