@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,13 +26,34 @@ class AggregateStore:
     after which the loser reloads and finds the winner's effects.
     """
 
-    def __init__(self, store: EventStore, clock: Clock, attempts: int = 5) -> None:
+    def __init__(self, store: EventStore, clock: Clock, attempts: int = 5, cached_events: int = 20_000) -> None:
         self.store = store
         self.clock = clock
         self.attempts = attempts
+        # Streams only grow, and a version never changes: a stream read before is completed with the
+        # events after what is known, instead of decoding its whole history again (a project's stream
+        # gains an event per run). Least recently used streams go first past `cached_events` events.
+        self._known: OrderedDict[uuid.UUID, list[Envelope[Any]]] = OrderedDict()
+        self._cached = 0
+        self._limit = cached_events
 
     async def history(self, stream_id: uuid.UUID) -> list[Envelope[Any]]:
-        return await anyio.to_thread.run_sync(self.store.load, stream_id)
+        known = self._known.pop(stream_id, [])
+        self._cached -= len(known)
+        newer = await anyio.to_thread.run_sync(self.store.load, stream_id, len(known))
+        history = known + newer
+        if len(history) <= self._limit:
+            # Another task may have stored this stream meanwhile (a read of the same length or longer):
+            # keep the longer one, counted once.
+            other = self._known.pop(stream_id, [])
+            self._cached -= len(other)
+            kept = history if len(history) >= len(other) else other
+            self._known[stream_id] = kept
+            self._cached += len(kept)
+            while self._cached > self._limit:
+                _, dropped = self._known.popitem(last=False)
+                self._cached -= len(dropped)
+        return list(history)
 
     async def execute(self, stream_id: uuid.UUID, cause: Cause, decide: Decide) -> list[int]:
         cause_id = str(cause.id)

@@ -151,9 +151,10 @@ class EventStore:
     def close(self) -> None:
         self.factory.close()
 
-    def load(self, stream_id: uuid.UUID) -> list[Envelope[Any]]:
-        """Every event of one stream, oldest first."""
-        return [self.mapper.to_envelope(s) for s in self.recorder.select_events(stream_id)]
+    def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[Envelope[Any]]:
+        """The events of one stream, oldest first: all of them, or those after the first `after_version`."""
+        gt = after_version if after_version > 0 else None
+        return [self.mapper.to_envelope(s) for s in self.recorder.select_events(stream_id, gt=gt)]
 
     def append(self, stream_id: uuid.UUID, expected_version: int, events: Sequence[Envelope[Any]]) -> list[int]:
         """Append `events` after `expected_version` (the number of events already in the stream).
