@@ -63,10 +63,10 @@ TUNING = KubeTuning(
 )
 
 
-def rbac_allowed() -> set[tuple[str, str, str]]:
+def rbac_allowed(role: str = "cars-provisioner") -> set[tuple[str, str, str]]:
     allowed = set()
     for doc in yaml.safe_load_all(RBAC.read_text()):
-        if doc and doc.get("kind") == "ClusterRole" and doc["metadata"]["name"] == "cars-provisioner":
+        if doc and doc.get("kind") == "ClusterRole" and doc["metadata"]["name"] == role:
             for rule in doc["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
@@ -158,6 +158,7 @@ async def test_create_run_release(fake: FakeKubeApiServer, backend: KubernetesBa
 
     # When the patched workspace's tests run as a Job (the fake runs the command for real)
     (Path(made.workspace) / "calc.py").write_text("def add(a, b):\n    return a + b  # patched\n")
+    served_before = len(fake.calls)
     result = await backend.run_job(
         env_id, workspace=Path(made.workspace),
         command=[sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests",
@@ -175,6 +176,9 @@ async def test_create_run_release(fake: FakeKubeApiServer, backend: KubernetesBa
     assert [s["metadata"]["name"] for s in fake.objects_of("secrets", ns)] == [m.ENV_SECRET]
     unpacked = [w / "volumes" / "workspace" / "calc.py" for w in fake.job_workdirs]
     assert any(p.is_file() and "# patched" in p.read_text() for p in unpacked)
+    # and the Job's calls are all the validator's role allows (it runs them, as its own service account)
+    job_calls = set(fake.calls[served_before:])
+    assert ("batch", "jobs", "create") in job_calls and job_calls - rbac_allowed("cars-validator") == set()
 
     # When it is released: foreground deletion, Terminating for a moment, then gone
     assert await backend.release(env_id) is True

@@ -262,19 +262,23 @@ def test_one_deployment_per_actor_role_plus_the_api(base: list[dict[str, Any]]) 
     assert parse_cars(api["args"]) == ("up", {"host": None, "port": None, "actors": "none"})
 
 
+ACCOUNTS = {"cars-provisioner": "cars-provisioner", "cars-validator": "cars-validator"}  # others: `cars`
+
+
 def test_only_the_provisioner_runs_as_the_provisioner_service_account(base: list[dict[str, Any]]) -> None:
     accounts = {name: pod["serviceAccountName"] for name, pod, _ in cars_containers(base)}
-    assert accounts == {name: "cars-provisioner" if name == "cars-provisioner" else "cars" for name in accounts}
+    assert accounts == {name: ACCOUNTS.get(name, "cars") for name in accounts}
     for workload in [*by_kind(base, "StatefulSet").values()]:
         assert workload["spec"]["template"]["spec"]["serviceAccountName"] == "cars"
     # The binding names the namespace the kustomization deploys into
-    binding = by_kind(base, "ClusterRoleBinding")["cars-provisioner"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cars-provisioner", "namespace": NAMESPACE}]
+    for account in ACCOUNTS.values():
+        binding = by_kind(base, "ClusterRoleBinding")[account]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
     assert yaml.safe_load((BASE / "kustomization.yaml").read_text())["namespace"] == NAMESPACE
-    # And only the provisioner's pods get an API token at all
+    # And only the provisioner's and the validator's pods get an API token at all
     assert by_kind(base, "ServiceAccount")["cars"]["automountServiceAccountToken"] is False
     for name, pod, _ in cars_containers(base):
-        assert pod.get("automountServiceAccountToken", True) is (name == "cars-provisioner"), name
+        assert pod.get("automountServiceAccountToken", True) is (name in ACCOUNTS), name
 
 
 def test_every_cars_variable_is_one_that_settings_reads(base: list[dict[str, Any]]) -> None:
