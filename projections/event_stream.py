@@ -7,7 +7,8 @@ reconnects sends the last id it saw as `Last-Event-ID` and resumes right after i
 `EventSource` does this by itself.
 
 Filters: `type` (repeatable) keeps only those message types; `project` (repeatable) keeps events whose
-`data.project` is one of them. Events that carry no project (`heal.proposed`, `service.*`,
+`data.project` is one of them, and the events of those projects' repairs that do not repeat it
+(`heal.proposed`, `repair.applied`, ...: `ProjectOf`). Events of no project (`service.*`,
 `environment.*`, ...) only pass when no `project` filter is given.
 
 A comment line (`: heartbeat`) goes out when nothing was sent for `stream_heartbeat_s`, so proxies keep
@@ -66,12 +67,43 @@ def stream_request(
     return StreamRequest(types=wanted_types(types), projects=frozenset(projects or ()), after=after)
 
 
-def matches(item: Any, projects: frozenset[str]) -> bool:
+class ProjectOf:
+    """Which project an event belongs to: its own `project`, else, for the events of a repair that do
+    not repeat it (`heal.proposed`, `repair.applied`, ...), the project of the repair it names, read once
+    per repair from the repair's own stream (its `heal.requested`)."""
+
+    MAX_KNOWN = 10_000
+
+    def __init__(self, load_stream: Any) -> None:
+        self.load_stream = load_stream
+        self.known: dict[Any, str | None] = {}
+
+    async def __call__(self, data: Any) -> str | None:
+        project = getattr(data, "project", None)
+        repair = getattr(data, "repair_id", None)
+        if isinstance(project, str):
+            if repair is not None:
+                self._remember(repair, project)
+            return project
+        if repair is None:
+            return None
+        if repair not in self.known:
+            history = await anyio.to_thread.run_sync(self.load_stream, repair)
+            found = (getattr(e.data, "project", None) for e in history)
+            self._remember(repair, next((p for p in found if isinstance(p, str)), None))
+        return self.known[repair]
+
+    def _remember(self, repair: Any, project: str | None) -> None:
+        if len(self.known) >= self.MAX_KNOWN:
+            self.known.clear()
+        self.known[repair] = project
+
+
+async def matches(item: Any, projects: frozenset[str], project_of: ProjectOf) -> bool:
     """Whether a store item passes the project filter (the type filter is the store's)."""
     if not projects:
         return True
-    project = getattr(item.envelope.data, "project", None)
-    return isinstance(project, str) and project in projects
+    return await project_of(item.envelope.data) in projects
 
 
 async def stream_events(
@@ -83,6 +115,7 @@ async def stream_events(
     `position`. Resume with `Last-Event-ID`. Heartbeat comments keep idle connections open.
     """
     read, head = deps.read_events, deps.max_position
+    project_of = ProjectOf(deps.load_stream)
     after = wanted.after
     if after is None:  # "now" is before the client hears back: whatever it does next is in the stream
         after = await anyio.to_thread.run_sync(head) if head is not None else 0
@@ -99,7 +132,7 @@ async def stream_events(
             return
         for item in batch:
             after = item.position
-            if matches(item, wanted.projects):
+            if await matches(item, wanted.projects, project_of):
                 yield ServerSentEvent(id=str(item.position), data=positioned(item))
                 last_sent = time.monotonic()
         if len(batch) == BATCH:
@@ -121,4 +154,4 @@ ROUTES: list[dict[str, Any]] = [
                                         "position."}}},
 ]
 
-__all__ = ["ROUTES", "StreamRequest", "matches", "stream_events", "stream_request"]
+__all__ = ["ROUTES", "ProjectOf", "StreamRequest", "matches", "stream_events", "stream_request"]

@@ -20,8 +20,9 @@ import uvicorn
 import contracts
 from bus.store import EventStore
 from contracts import Envelope
-from contracts.repairs import HealAbandoned
+from contracts.repairs import HealAbandoned, HealRequested
 from contracts.runs import RunRecorded
+from contracts.values import FailureClass
 from projections.api import ApiDeps, create_api
 from tests.integration.test_api import make_deps
 
@@ -178,6 +179,32 @@ async def test_type_and_project_filters(bus: aioredis.Redis, store: EventStore) 
     assert only["type"] == "heal.abandoned"
     # and with no project filter, events without a project are sent too
     assert everything == ["run.recorded", "run.recorded", "heal.abandoned", "run.recorded"]
+
+
+async def test_a_project_filter_keeps_the_events_of_its_repairs_that_do_not_name_it(
+    bus: aioredis.Redis, store: EventStore
+) -> None:
+    # Given a repair of "shop" (its first event names the project, the next one does not), and another
+    # project's repair, then an end mark
+    rid, other = uuid.uuid4(), uuid.uuid4()
+
+    def requested(repair: uuid.UUID, project: str) -> Envelope[Any]:
+        return Envelope(data=HealRequested(repair_id=repair, project=project, test_id="t.py::t", fingerprint="f",
+                                           category=FailureClass.RENAMED_SYMBOL))
+    store.append(rid, 0, [requested(rid, "shop")])
+    store.append(other, 0, [requested(other, "web")])
+    store.append(other, 1, [Envelope(data=HealAbandoned(repair_id=other, reason="none"))])
+    store.append(rid, 1, [Envelope(data=HealAbandoned(repair_id=rid, reason="none"))])
+    record(store, run("shop", "end"))
+    async with serving(deps_for(bus, store)) as (base, _):
+        # When a client follows "shop" from the start, and another joins after the repair began
+        async with sse(base, params={"after": 0, "project": "shop"}) as stream:
+            seen = [e["type"] for _, e in await stream.messages_until("run.recorded")]
+        async with sse(base, params={"after": 2, "project": "shop", "type": "heal.abandoned"}) as stream:
+            _, late = await stream.next_message()
+    # Then both get the shop repair's abandonment, never the web one's
+    assert seen == ["heal.requested", "heal.abandoned", "run.recorded"]
+    assert late["data"]["repair_id"] == str(rid)
 
 
 async def test_last_event_id_resumes_right_after_that_position(bus: aioredis.Redis, store: EventStore) -> None:
