@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -349,8 +350,54 @@ async def test_workspace_over_one_mebibyte_is_refused_clearly(
         await backend.run_job(env_id, workspace=big, command=["true"], env={}, timeout_s=10)
 
     # Then it fails before anything is sent, saying why
-    assert "at most 1048576 bytes" in str(raised.value)
+    assert "1048576 bytes" in str(raised.value) and "no git origin" in str(raised.value)
     assert fake.objects_of("jobs", m.namespace_name(env_id)) == []
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+async def test_a_large_workspace_is_rebuilt_in_the_pod_from_a_clone_and_its_changes(
+    fake: FakeKubeApiServer, backend: KubernetesBackend, tmp_path: Path,
+) -> None:
+    # Given a repository with 2 MiB of incompressible data, pushed to its origin (a bare repository the
+    # fake's pods can clone: they run on this host)
+    repo = make_repo(tmp_path)
+    (repo / "data.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    (repo / ".gitignore").write_text("*.log\n")
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "HEAD:refs/heads/main")
+    (repo / "notes.txt").write_text("untracked, not ignored\n")
+    (repo / "debug.log").write_text("ignored\n")
+    env_id = uuid.uuid4()
+    made = await backend.create(env_id, template=redis_template(), repo_path=str(repo), ttl_s=600, labels={})
+    # and a candidate repair written into the sandbox
+    ws = Path(made.workspace)
+    (ws / "calc.py").write_text("def add(a, b):\n    return a + b  # repaired\n")
+
+    # When a test run is asked for
+    check = ("import pathlib, sys; p = pathlib.Path('.'); "
+             "ok = '# repaired' in (p / 'calc.py').read_text() and (p / 'notes.txt').exists() "
+             "and (p / 'data.bin').stat().st_size == 2 * 1024 * 1024 and (p / 'shipped.txt').read_text() == 'x' "
+             "and not (p / 'debug.log').exists(); print('REBUILT' if ok else 'WRONG'); sys.exit(0 if ok else 3)")
+    result = await backend.run_job(env_id, workspace=ws, command=[sys.executable, "-c", check], env={},
+                                   timeout_s=60, extra_files={"shipped.txt": b"x"})
+
+    # Then the pod cloned the commit and applied the changes: the repair, the untracked file, the extra
+    # file; the Secret carried only the patch
+    assert result.exit_code == 0, result.logs
+    assert "REBUILT" in result.logs
+    clone = fake.job_workdirs[-1] / "volumes" / "workspace"
+    assert (clone / ".git").is_dir()
+    shipped = {f.name: f.stat().st_size for f in (fake.job_workdirs[-1] / "volumes" / "archive").iterdir()}
+    assert set(shipped) == {m.PATCH_KEY, m.EXTRA_KEY} and sum(shipped.values()) < 64 * 1024, shipped
 
 
 async def test_job_past_its_deadline_is_reported_timed_out(

@@ -11,6 +11,7 @@ import uuid
 import zlib
 from pathlib import Path
 
+import attrs
 import pytest
 
 from actors.provisioner.backends import k8s_manifests as m
@@ -124,12 +125,19 @@ def test_the_job_unpacks_the_workspace_then_runs_the_command_in_it() -> None:
 @pytest.mark.parametrize(("name", "ok"), [("redis", True), ("my-db2", True), ("Redis", False), ("db_1", False),
                                           ("-x", False), ("a.b", False)])
 def test_service_names_must_be_kubernetes_names(name: str, ok: bool) -> None:
-    spec = ServiceSpec(name=name, kind=ServiceKind.REDIS, image="redis", version="7", port=6379)
+    def spec() -> ServiceSpec:
+        return ServiceSpec(name=name, kind=ServiceKind.REDIS, image="redis", version="7", port=6379)
+
     if ok:
-        assert m.deployment(spec)["metadata"]["name"] == name
-    else:
-        with pytest.raises(m.ManifestError, match="not a valid Kubernetes name"):
-            m.deployment(spec)
+        assert m.deployment(spec())["metadata"]["name"] == name
+        return
+    # The contract refuses such a name; a spec made without its checks is still refused here
+    with pytest.raises(ValueError, match="must be a DNS label"):
+        spec()
+    with attrs.validators.disabled():
+        unchecked = spec()
+    with pytest.raises(m.ManifestError, match="not a valid Kubernetes name"):
+        m.deployment(unchecked)
 
 
 def test_image_refs_keep_an_explicit_tag_or_digest() -> None:

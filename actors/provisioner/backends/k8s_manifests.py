@@ -21,6 +21,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from attrs import frozen
+
+from actors.provisioner.backends.k8s_git import CLONE_SCRIPT, PATCH_KEY
 from contracts.values import Quota, ResourceLimits, ServiceKind, ServiceSpec, TemplateSpec
 
 Manifest = dict[str, Any]
@@ -41,6 +44,19 @@ QUOTA_NAME = "cars-quota"
 LIMITS_NAME = "cars-limits"
 POLICY_NAME = "cars-same-namespace-only"
 WORKSPACE_KEY = "workspace.tar.gz"
+EXTRA_KEY = "extra.tar.gz"
+EXTRA_SCRIPT = 'if [ -s "$2/extra.tar.gz" ]; then tar -xzf "$2/extra.tar.gz" -C "$1"; fi\n'
+#: The image of the init container that clones a large workspace (it needs git and sh).
+GIT_IMAGE = "alpine/git:v2.47.2"
+
+
+@frozen(kw_only=True)
+class GitCheckout:
+    """Rebuild the workspace in the pod from a clone of `url` at `commit` (plus the Secret's patch)."""
+
+    url: str
+    commit: str
+    image: str = GIT_IMAGE
 WORKSPACE_MOUNT = "/workspace"
 ARCHIVE_MOUNT = "/cars/archive"
 RUN_CONTAINER = "run"
@@ -282,34 +298,51 @@ def env_secret(env: Mapping[str, str]) -> Manifest:
 def workspace_secret(name: str, archive: bytes) -> Manifest:
     """The patched workspace as a tar.gz. A Secret rather than a ConfigMap: a repository may hold
     credentials, and Secrets are the objects clusters encrypt at rest and guard by RBAC."""
-    if len(archive) > MAX_OBJECT_DATA_BYTES:
-        raise ManifestError(f"the workspace archive is {len(archive)} bytes; a Secret holds at most "
-                            f"{MAX_OBJECT_DATA_BYTES}")
+    return _run_secret(name, {WORKSPACE_KEY: archive}, "the workspace archive")
+
+
+def git_workspace_secret(name: str, patch: bytes, extra: bytes) -> Manifest:
+    """For a workspace rebuilt from a git clone: the patch that turns the commit into the workspace,
+    and a tar.gz of the files added to the shipped copy only."""
+    return _run_secret(name, {PATCH_KEY: patch, EXTRA_KEY: extra}, "the workspace patch")
+
+
+def _run_secret(name: str, files: Mapping[str, bytes], what: str) -> Manifest:
+    size = sum(len(v) for v in files.values())
+    if size > MAX_OBJECT_DATA_BYTES:
+        raise ManifestError(f"{what} is {size} bytes; a Secret holds at most {MAX_OBJECT_DATA_BYTES}")
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": dns_label(name, "secret name"), "labels": {LABEL_RUN: name}},
-        "data": {WORKSPACE_KEY: base64.b64encode(archive).decode("ascii")},
+        "data": {k: base64.b64encode(v).decode("ascii") for k, v in files.items()},
     }
 
 
 def job(
     name: str, *, runner_image: str, command: Sequence[str], env: Mapping[str, str], archive_secret: str,
-    timeout_s: float, resources: ResourceLimits,
+    timeout_s: float, resources: ResourceLimits, git: GitCheckout | None = None,
 ) -> Manifest:
-    """One test run: an init container unpacks the workspace archive into an emptyDir, then the
-    runner image runs `command` there, with the environment's variables (`envFrom` the environment
-    Secret) and `env` on top. Never retried (the caller decides), killed after `timeout_s`."""
+    """One test run: an init container unpacks the workspace archive into an emptyDir (or, with `git`,
+    clones the repository at its commit there and applies the patch from the Secret), then the runner
+    image runs `command` there, with the environment's variables (`envFrom` the environment Secret) and
+    `env` on top. Never retried (the caller decides), killed after `timeout_s`."""
     if not command:
         raise ManifestError("the command of a test run is empty")
     name = dns_label(name, "job name")
     labels = {LABEL_RUN: name}
     mounts = [{"name": "workspace", "mountPath": WORKSPACE_MOUNT}]
-    unpack = {
+    unpack: dict[str, Any] = {
         "name": UNPACK_CONTAINER, "image": runner_image,
         "command": ["tar", "-xzf", f"{ARCHIVE_MOUNT}/{WORKSPACE_KEY}", "-C", WORKSPACE_MOUNT],
         "volumeMounts": [*mounts, {"name": "archive", "mountPath": ARCHIVE_MOUNT, "readOnly": True}],
         "resources": _resources(UNPACK_RESOURCES),
     }
+    if git is not None:
+        unpack.update({
+            "image": git.image,
+            "command": ["sh", "-c", CLONE_SCRIPT + EXTRA_SCRIPT, "sh", WORKSPACE_MOUNT, ARCHIVE_MOUNT],
+            "env": _env_list({"CARS_GIT_URL": git.url, "CARS_GIT_COMMIT": git.commit}),
+        })
     run = {
         "name": RUN_CONTAINER, "image": runner_image, "command": [str(c) for c in command],
         "workingDir": WORKSPACE_MOUNT,
@@ -342,10 +375,40 @@ def job(
 
 
 __all__ = [
-    "ANNOTATION_EXPIRES", "ANNOTATION_RUNNER",
-    "ENV_SECRET", "LABEL_ENV_ID", "LABEL_EXPIRES", "LABEL_RUN", "LABEL_SERVICE", "MANAGED_BY",
-    "MANAGED_SELECTOR", "MANAGER", "MAX_OBJECT_DATA_BYTES", "RUN_CONTAINER", "Manifest", "ManifestError",
-    "deployment", "dns_label", "env_id_of", "env_secret", "expiry_of", "image_ref", "job", "label_value",
-    "limit_range", "namespace", "namespace_name", "network_policy", "resource_quota", "selector", "service",
-    "service_env", "workspace_secret",
+    "ANNOTATION_EXPIRES",
+    "ANNOTATION_RUNNER",
+    "ENV_SECRET",
+    "EXTRA_KEY",
+    "GIT_IMAGE",
+    "LABEL_ENV_ID",
+    "LABEL_EXPIRES",
+    "LABEL_RUN",
+    "LABEL_SERVICE",
+    "MANAGED_BY",
+    "MANAGED_SELECTOR",
+    "MANAGER",
+    "MAX_OBJECT_DATA_BYTES",
+    "PATCH_KEY",
+    "RUN_CONTAINER",
+    "GitCheckout",
+    "Manifest",
+    "ManifestError",
+    "deployment",
+    "dns_label",
+    "env_id_of",
+    "env_secret",
+    "expiry_of",
+    "git_workspace_secret",
+    "image_ref",
+    "job",
+    "label_value",
+    "limit_range",
+    "namespace",
+    "namespace_name",
+    "network_policy",
+    "resource_quota",
+    "selector",
+    "service",
+    "service_env",
+    "workspace_secret",
 ]

@@ -3,9 +3,10 @@
 `create` makes the namespace and everything in it (k8s_manifests.py says what), waits through watches
 until every service's Deployment is ready, and keeps a local sandbox copy of the repository, which is
 the workspace the validator patches. `run_job` ships that workspace into the cluster as a tar.gz in a
-Secret (at most 1 MiB, see k8s_manifests.MAX_OBJECT_DATA_BYTES; a larger workspace fails with
-WorkspaceTooLarge), runs the command as a Job whose init container unpacks it, and collects the exit
-code and the logs.
+Secret (at most 1 MiB, see k8s_manifests.MAX_OBJECT_DATA_BYTES), runs the command as a Job whose init
+container unpacks it, and collects the exit code and the logs. A larger workspace of a git repository
+with an origin is rebuilt in the pod instead: a clone at the sandbox's commit plus the patch of its
+changes, which is all the Secret carries (k8s_git.py); without an origin it fails with WorkspaceTooLarge.
 
 The cluster is the state: a namespace carries the environment id, the repair it serves and its expiry as
 labels, so `reap` and `list` of a freshly started CARS find every environment an earlier one made.
@@ -45,6 +46,7 @@ from attrs import field, frozen
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient, ApiException
 
+from actors.provisioner.backends import k8s_git
 from actors.provisioner.backends import k8s_manifests as m
 from actors.provisioner.backends.k8s_calls import ApiGuard, CallPolicy, is_transient
 from actors.provisioner.errors import BackendUnavailable, ProvisionError, ServiceStartError
@@ -109,6 +111,7 @@ class KubeTuning:
     delete_timeout_s: float = 120.0  # a Terminating namespace gone, before it is made again
     job_start_grace_s: float = 180.0  # scheduling, image pull and unpack, on top of a run's own timeout
     runner_resources: ResourceLimits = field(factory=lambda: ResourceLimits(cpu="1", memory="1Gi"))
+    git_image: str = m.GIT_IMAGE  # clones a workspace too large for a Secret (k8s_git)
 
 
 def _utcnow() -> dt.datetime:
@@ -345,20 +348,15 @@ class KubernetesBackend:
         `workspace`. The Job and its Secret are deleted afterwards.
         """
         ns = m.namespace_name(env_id)
-        archive = await anyio.to_thread.run_sync(pack_workspace, Path(workspace), extra_files or {})
-        if len(archive) > m.MAX_OBJECT_DATA_BYTES:
-            raise WorkspaceTooLarge(
-                f"the workspace {workspace} is {len(archive)} bytes as tar.gz; the kubernetes backend ships a "
-                f"workspace in one Secret, which holds at most {m.MAX_OBJECT_DATA_BYTES} bytes"
-            )
         name = f"cars-run-{uuid.uuid4().hex[:12]}"
+        secret, checkout = await anyio.to_thread.run_sync(
+            self._shipment, name, Path(workspace), extra_files or {})
         core, _, batch, _ = await self._apis()
         if runner_image is None:
             runner_image = await self._runner_image(core, ns)
         try:
-            secret = m.workspace_secret(name, archive)
             job = m.job(name, runner_image=runner_image, command=command, env=env, archive_secret=name,
-                        timeout_s=timeout_s, resources=self.tuning.runner_resources)
+                        timeout_s=timeout_s, resources=self.tuning.runner_resources, git=checkout)
         except m.ManifestError as exc:
             raise ProvisionError(f"test run in {ns}: {exc}") from exc
         await self._create_in(ns, secret)
@@ -375,6 +373,29 @@ class KubernetesBackend:
         finally:
             await self._delete_quietly(f"job {ns}/{name}", batch.delete_namespaced_job, name, ns)
             await self._delete_quietly(f"secret {ns}/{name}", core.delete_namespaced_secret, name, ns)
+
+    def _shipment(self, name: str, workspace: Path, extra_files: Mapping[str, bytes],
+                  ) -> tuple[m.Manifest, m.GitCheckout | None]:
+        """The Secret that carries the workspace to the Job: the whole of it as tar.gz when that fits,
+        else (a git repository with an origin) the patch from its commit, which the Job's init container
+        applies to a fresh clone. WorkspaceTooLarge when neither fits."""
+        archive = pack_workspace(workspace, extra_files)
+        if len(archive) <= m.MAX_OBJECT_DATA_BYTES:
+            return m.workspace_secret(name, archive), None
+        too_big = (f"the workspace {workspace} is {len(archive)} bytes as tar.gz, more than one Secret holds "
+                   f"({m.MAX_OBJECT_DATA_BYTES} bytes)")
+        source = k8s_git.load_source(workspace.parent)
+        if source is None:
+            raise WorkspaceTooLarge(f"{too_big}, and its repository has no git origin to clone it from")
+        try:
+            patch = k8s_git.patch_from(source, workspace)
+            return (m.git_workspace_secret(name, patch, pack_files(extra_files)),
+                    m.GitCheckout(url=source.url, commit=source.commit, image=self.tuning.git_image))
+        except m.ManifestError as exc:
+            raise WorkspaceTooLarge(f"{too_big}, and its changes from {source.commit[:12]} too: {exc}") from exc
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            raise WorkspaceTooLarge(f"{too_big}, and no patch from {source.commit[:12]} could be made: {exc}"
+                                    ) from exc
 
     async def _runner_image(self, core: Any, ns: str) -> str:
         try:
@@ -484,6 +505,8 @@ class KubernetesBackend:
             repo = Path(repo_path).resolve()
             if not repo.is_dir():
                 raise ProvisionError(f"repo_path {repo} is not a folder")
+            # Where the files came from, for a workspace too large to ship whole (k8s_git)
+            k8s_git.save_source(self._sandbox(env_id), k8s_git.source_of(repo))
             for rel in _repo_files(repo):
                 src, dst = repo / rel, tmp / rel
                 if src.is_symlink() or src.is_file():
@@ -579,6 +602,17 @@ def _repo_files(repo: Path) -> builtins.list[str]:
 
 def _skip_dir(name: str) -> bool:
     return name in SKIP_DIRS or name.endswith(".egg-info")
+
+
+def pack_files(files: Mapping[str, bytes]) -> bytes:
+    """`files` (relative path -> content) as tar.gz."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=9) as tar:
+        for rel, content in sorted(files.items()):
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
 
 
 def pack_workspace(workspace: Path, extra_files: Mapping[str, bytes] | None = None) -> bytes:
