@@ -75,6 +75,14 @@ log = logging.getLogger(__name__)
 ACTORS = ("registry", "monitor", "healer", "validator", "provisioner", "notifier")
 GRACEFUL_HTTP_S = 5  # on shutdown, requests still running after this long are cancelled
 
+# How often a running process checks that every subscriber still consumes (see `watch_subscribers`).
+SUBSCRIBER_CHECK_S = 0.5
+
+
+class SubscriberStopped(RuntimeError):
+    """A subscriber stopped for good while the process runs (its consumer group was deleted): the
+    process exits non-zero, and the supervisor's restart recreates the group."""
+
 
 def cars_version() -> str:
     try:
@@ -491,6 +499,26 @@ class Platform:
             except Exception as exc:  # best effort: a leftover idle consumer is harmless
                 log.debug("could not remove consumer: %s", exc)
 
+    async def watch_subscribers(self, every_s: float = SUBSCRIBER_CHECK_S) -> None:
+        """Raise SubscriberStopped once any subscriber has stopped by itself.
+
+        FastStream stops a subscriber for good when its consumer group disappears (XGROUP DESTROY, a
+        deleted stream, a flushed Redis: NOGROUP). It logs CRITICAL and would exit a FastStream app, but
+        this process runs the broker itself, so without this check it would go on, alive and healthy by
+        every probe, never reading that stream again. Exiting non-zero lets a supervisor restart it,
+        which recreates the group (see README, "Delivery guarantees").
+        """
+        assert self.broker is not None
+        while True:
+            await anyio.sleep(every_s)
+            stopped = [sub for sub in self.broker.subscribers if not sub.running]
+            if stopped:
+                names = ", ".join(sorted({_describe(sub) for sub in stopped}))
+                raise SubscriberStopped(
+                    f"stopped consuming {names}: the consumer group no longer exists (deleted, or the stream "
+                    "was deleted or Redis flushed). Exiting so that a restart recreates it."
+                )
+
     async def mark_present(self) -> None:
         """Refresh this process's presence key (see `running_platform_url`)."""
         key = streams.PRESENCE_PREFIX + self.settings.consumer
@@ -560,6 +588,7 @@ class Platform:
                     tg, make_asgi_app(self.metrics.registry), s.http_host, s.metrics_port, "the metrics port")
             await self.register()
             tg.start_soon(self.heartbeat_forever)
+            tg.start_soon(self.watch_subscribers)
             if on_ready is not None:
                 result = on_ready(self)
                 if result is not None:
@@ -594,6 +623,31 @@ async def _serve(server: uvicorn.Server) -> None:
     await server.serve()
 
 
+def _describe(subscriber: Any) -> str:
+    sub = getattr(subscriber, "stream_sub", None)
+    return f"{sub.name} (group {sub.group})" if sub is not None else repr(subscriber)
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """Task groups wrap a failure in (nested) exception groups; a single one is re-raised as itself, so
+    that the command line reports it as one clear error with a non-zero exit."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            exc = pending.pop()
+            if isinstance(exc, BaseExceptionGroup):
+                pending.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
 async def run_until_signal(
     settings: Settings, *, actors: Sequence[str], role: str, api: bool, relay: bool, projections: bool,
     on_ready: Callable[[Platform], Awaitable[None] | None] | None = None,
@@ -602,7 +656,7 @@ async def run_until_signal(
     import signal
 
     platform = Platform(settings=settings, actors=actors, role=role, api=api, relay=relay, projections=projections)
-    with bus_url(settings) as url:
+    with bus_url(settings) as url, _one_error():
         async with platform.started(url), anyio.create_task_group() as tg:
             async def stop_on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
