@@ -19,7 +19,6 @@ from tests.conftest import unavailable
 from tests.e2e.conftest import (
     STARTUP_TIMEOUT_S,
     Cars,
-    Platform,
     RedisCli,
     eventually,
     free_port,
