@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 ACTORS = ("registry", "monitor", "healer", "validator", "provisioner", "notifier")
 GRACEFUL_HTTP_S = 5  # on shutdown, requests still running after this long are cancelled
 
+# How long GET /ready waits for the store before it says the store is unreachable.
+READY_STORE_TIMEOUT_S = 2.0
+
 # How often a running process checks that every subscriber still consumes (see `watch_subscribers`).
 SUBSCRIBER_CHECK_S = 0.5
 
@@ -277,8 +280,14 @@ class Platform:
             status["redis"] = f"unreachable: {exc}"
         try:
             assert self.store is not None
-            await anyio.to_thread.run_sync(self.store.max_position)
+            # A stopped PostgreSQL makes the store wait for a connection (eventsourcing retries for
+            # up to 10 x POSTGRES_CONNECT_TIMEOUT): answer "unreachable" in time for a probe instead,
+            # leaving the waiting thread to give up by itself.
+            with anyio.fail_after(READY_STORE_TIMEOUT_S):
+                await anyio.to_thread.run_sync(self.store.max_position, abandon_on_cancel=True)
             status["store"] = "ok"
+        except TimeoutError:
+            status["store"] = f"unreachable: no answer within {READY_STORE_TIMEOUT_S:g} s"
         except Exception as exc:
             status["store"] = f"unreachable: {exc}"
         return status
