@@ -7,11 +7,15 @@ CARS's embedded Redis uses, so that a restart keeps what was accepted.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +182,120 @@ def test_a_deleted_consumer_group_stops_the_process_non_zero_and_a_restart_recre
         second.wait_for_service("late")
         # (the service registered before the deletion is still known: the store kept it)
         assert "early" in second.services()
+
+
+class PrivatePostgres:
+    """A PostgreSQL of this test only (`actors.provisioner.services.start_postgres`), which it can stop
+    and start again on the same data and port."""
+
+    def __init__(self) -> None:
+        from actors.provisioner import services
+
+        self.services = services
+        # Reachable by the unprivileged user PostgreSQL runs as when the tests run as root.
+        self.folder = Path(tempfile.mkdtemp(prefix="cars-faults-pg-"))
+        self.folder.chmod(0o755)
+        self.service = services.start_postgres(self.folder)
+        self.port = self.service.port
+
+    def env(self) -> dict[str, str]:
+        # (a connect timeout of 5 s instead of eventsourcing's 30 s keeps the test short)
+        return {"CARS_STORE": "postgres", "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(self.port),
+                "POSTGRES_CONNECT_TIMEOUT": "5",
+                "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "", "POSTGRES_DBNAME": "postgres"}
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT), keeping the data (`stop_service` would remove it)."""
+        self.services.stop_process_group(self.service.pid, self.service.started, signal.SIGINT)
+
+    def start_again(self) -> None:
+        """The same server, data and port (what `start_postgres` runs, without initdb)."""
+        _initdb, postgres, pg_isready = self.services.postgres_binaries()
+        user = self.services.service_user()
+        as_user: dict[str, Any] = {} if user is None else {
+            "user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        with (self.folder / "postgres.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [postgres, "-D", str(self.folder / "data"), "-p", str(self.port), "-k", str(self.folder / "sock"),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=30",
+                 "-c", "shared_buffers=16MB"],
+                cwd=self.folder, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **as_user,
+            )
+        self.service = self.services.ServiceProcess(
+            kind="postgres", pid=proc.pid, started=self.services.process_start_time(proc.pid), port=self.port,
+            data_dir=str(self.folder), stop_signal=int(signal.SIGINT),
+        )
+        eventually(lambda: subprocess.run([pg_isready, "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                                          check=False, timeout=10).returncode == 0,
+                   "the private PostgreSQL accepts connections again", 30.0)
+
+    def close(self) -> None:
+        self.services.stop_service(self.service)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    from actors.provisioner.services import EnvironmentUnavailable
+
+    try:
+        server = PrivatePostgres()
+    except EnvironmentUnavailable as exc:
+        unavailable(f"no local PostgreSQL binaries: {exc}")
+        raise
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_postgres_outage_leaves_messages_pending_and_they_are_stored_once_when_it_returns(
+    cars: Cars, private_redis: PrivateRedis, private_postgres: PrivatePostgres,
+) -> None:
+    # Given `cars up` on a private PostgreSQL store, reclaiming after 1 s and trying 60 times
+    cli = private_redis.cli
+    cars = cars.with_env(REDIS_URL=private_redis.url, CARS_RECLAIM_IDLE_MS="1000", CARS_MAX_DELIVERIES="60",
+                         **private_postgres.env())
+    with running_platform(cars) as platform:
+        cli.xadd("cars.commands", "message", register("before"))
+        platform.wait_for_service("before")
+
+        # When PostgreSQL stops, and commands arrive while it is down
+        private_postgres.stop()
+        during = [f"during-{i}" for i in range(10)]
+        for instance in during:
+            cli.xadd("cars.commands", "message", register(instance))
+
+        # Then none of them is acknowledged (a handler waits on the store, or failed and left its entry
+        # pending; the rest wait unread in the stream), nothing is dead-lettered, and the process lives on
+        def unacknowledged() -> int:
+            group = next(g for g in cli.json("XINFO", "GROUPS", "cars.commands") if g["name"] == "registry")
+            unread = cli.json("XRANGE", "cars.commands", "(" + group["last-delivered-id"], "+")
+            return int(group["pending"]) + len(unread)
+
+        time.sleep(3)
+        platform.process.assert_running()
+        assert unacknowledged() >= len(during)
+        assert cli.xlen("cars.dlq") == 0
+        # (the API says the store is unreachable, and answers)
+        assert platform.get("/ready").status_code == 503
+
+        # When PostgreSQL comes back
+        private_postgres.start_again()
+
+        # Then every command is retried and takes effect, exactly once
+        def all_alive() -> bool:
+            platform.process.assert_running()
+            response = platform.get("/services")
+            rows = {r["instance"]: r["status"] for r in response.json()["services"]} if response.is_success else {}
+            return all(rows.get(i) == "alive" for i in ["before", *during])
+
+        eventually(all_alive, "every service is alive in GET /services", 60.0, details=platform.process.describe)
+        eventually(lambda: set(registrations(cli)) >= {"before", *during}, "every registration is relayed", 30.0)
+        assert sorted(i for i in registrations(cli) if i in during) == sorted(during)
+        positions = sorted(int(fields["position"]) for _, fields in relayed(cli))
+        assert positions == list(range(1, len(positions) + 1))
+        assert cli.xlen("cars.dlq") == 0
+        stuck = cli.json("XPENDING", "cars.commands", "registry", "IDLE", "5000", "-", "+", "10")
+        assert stuck == []
+        assert platform.get("/ready").status_code == 200
