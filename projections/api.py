@@ -19,10 +19,11 @@ Inbound messages:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import anyio
@@ -421,7 +422,9 @@ async def approve_repair(
     by: Annotated[str, Query(min_length=1, max_length=512, description="Who approves.")] = "api",
 ) -> Accepted:
     """Approve a validated repair: sends `repair.approve`; CARS then applies the patch."""
-    return await _send_repair_command(deps, Envelope(data=ApproveRepair(repair_id=repair_id, by=by)))
+    with _contract_params():
+        command = ApproveRepair(repair_id=repair_id, by=by)
+    return await _send_repair_command(deps, Envelope(data=command))
 
 
 async def reject_repair(
@@ -430,7 +433,19 @@ async def reject_repair(
     by: Annotated[str, Query(min_length=1, max_length=512, description="Who rejects.")] = "api",
 ) -> Accepted:
     """Refuse a validated repair: sends `repair.reject`; CARS records it and never applies the patch."""
-    return await _send_repair_command(deps, Envelope(data=RejectRepair(repair_id=repair_id, reason=reason, by=by)))
+    with _contract_params():
+        command = RejectRepair(repair_id=repair_id, reason=reason, by=by)
+    return await _send_repair_command(deps, Envelope(data=command))
+
+
+@contextlib.contextmanager
+def _contract_params() -> Iterator[None]:
+    """A query parameter the command's contract refuses (e.g. `by` of only blanks or control characters,
+    which its length bounds let through) is a 422 like any invalid parameter, not a 500."""
+    try:
+        yield
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("query",), "msg": str(exc), "type": "value_error"}]) from None
 
 
 async def _send_repair_command(deps: ApiDeps, envelope: Envelope[Any]) -> Accepted:

@@ -120,6 +120,20 @@ async def test_approve_sends_repair_approve(api: httpx.AsyncClient, bus: aioredi
     assert (await api.post("/repairs/not-a-uuid/approve")).status_code == 422
 
 
+@pytest.mark.parametrize("path", ["approve", "reject"])
+async def test_a_parameter_the_contract_refuses_is_a_422_and_nothing_is_published(
+    api: httpx.AsyncClient, bus: aioredis.Redis, path: str,
+) -> None:
+    # Given a `by` within the declared length but empty once read by the contract (found by schemathesis)
+    params = {"by": "\x1f", "reason": "flaky"}
+    # When a repair command is sent with it
+    answer = await api.post(f"/repairs/{uuid.uuid4()}/{path}", params=params)
+    # Then it is an invalid parameter with the contract's reason, not a server error, and nothing is sent
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == ["by must not be empty @ $.query"]
+    assert await entries_of(bus, streams.COMMANDS) == []
+
+
 async def test_an_oversized_report_is_a_413_and_nothing_is_published(
     api: httpx.AsyncClient, bus: aioredis.Redis
 ) -> None:
