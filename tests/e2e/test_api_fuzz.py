@@ -2,8 +2,9 @@
 
 Every operation of the OpenAPI document is called with requests generated from its schema, valid and
 invalid ones (bounded examples, a fixed seed). The coverage phase (systematic boundary values) is left
-out: over ~2,400 requests it took 150 s on the shared 2-core machine, too long for CI. Commands that are accepted go onto the bus of the
-platform under test, whose actors process or dead-letter them; the test also checks it is still alive.
+out: over ~2,400 requests it took 150 s on the shared 2-core machine, too long for CI. Commands that
+are accepted go onto the bus of the platform under test, whose actors process or dead-letter them; the
+test also checks it is still alive.
 """
 
 from __future__ import annotations
