@@ -311,8 +311,9 @@ class ProjectionContract:
         assert rows == [{"k": "100%?", "n": 3}]
 
     async def test_run_follows_new_events_until_stopped(self, store: EventStore, db: ViewDB) -> None:
-        # Given a running runner
+        # Given a running runner (set up first, as the platform does: waiting needs its tracking table)
         runner = ProjectionRunner(store, db, default_views())
+        await anyio.to_thread.run_sync(runner.setup)
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run, stop, 0.01)
