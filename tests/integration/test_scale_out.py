@@ -193,6 +193,12 @@ def test_two_workers_per_role_split_the_work_without_duplicates(
             assert consumer == name, doc
             seen[doc["group"]][consumer] += 1
     for role in runtime.ACTORS:
+        if role == "notifier":
+            # Its few events (one per finished repair) come one at a time, minutes apart, so which of
+            # two idle consumers takes each is up to Redis's queue of waiting readers: a split is not
+            # guaranteed, only that its group handled them.
+            assert seen[role], (role, dict(seen))
+            continue
         assert set(seen[role]) == {consumer_name(role, 0), consumer_name(role, 1)}, (role, dict(seen))
     print({group: dict(c) for group, c in seen.items()})  # the split, shown with -s
 
