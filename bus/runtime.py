@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -564,7 +565,7 @@ class Platform:
             if self.projections:
                 runner = ProjectionRunner(self.store, self.views, default_views())
                 await anyio.to_thread.run_sync(runner.setup)
-                tg.start_soon(runner.run, None, s.poll_ms / 1000)
+                tg.start_soon(keep_projecting, runner, s.poll_ms / 1000)
             if self.relay:
                 tg.start_soon(Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch,
                                     metrics=self.metrics).run,
@@ -626,6 +627,23 @@ async def _listen(tg: anyio.abc.TaskGroup, app: Any, host: str, port: int, what:
             raise RuntimeError(f"{what} could not listen on {host}:{port}")
         await anyio.sleep(0.02)
     return server, server.servers[0].sockets[0].getsockname()[1]
+
+
+async def keep_projecting(runner: ProjectionRunner, poll_s: float, backoff_max_s: float = 30.0) -> None:
+    """Run the projections for as long as the process lives. A database that went away (or a fold that
+    failed) stops a round, not the process: the views stay at their last committed batch, the error is
+    logged, and the runner starts again after a growing pause, so a store outage is waited out."""
+    delay = 0.5
+    while True:
+        started = time.monotonic()
+        try:
+            await runner.run(None, poll_s)
+        except Exception as exc:
+            if time.monotonic() - started > 60:
+                delay = 0.5  # it had been running fine: this is a new problem
+            log.error("projections stopped: %s: %s; starting again in %.1f s", type(exc).__name__, exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, backoff_max_s)
 
 
 async def _serve(server: uvicorn.Server) -> None:
