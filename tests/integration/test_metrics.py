@@ -135,6 +135,10 @@ async def test_a_scrape_after_a_repair_agrees_with_redis_and_the_store(
         env_id = uuid.uuid4()
         await platform.publish(Envelope(data=RequestEnvironment(environment_id=env_id, repo_path=str(repo))))
         # ... and an external subscriber of cars.results that read one entry and has not acknowledged it
+        # (once the relay has put the repair there: the session returns when the store has it)
+        with anyio.fail_after(30):
+            while not await client.xlen(streams.RESULTS):  # noqa: ASYNC110  (Redis offers no event here)
+                await anyio.sleep(0.05)
         await client.xgroup_create(streams.RESULTS, "watcher", id="0")
         await client.xreadgroup("watcher", "w1", {streams.RESULTS: ">"}, count=1)
 
