@@ -303,14 +303,17 @@ async def _settled(store: EventStore, tracker: _Tracker, client: Redis, settings
     """The outcomes once every failure of the run has settled, else None (and approvals sent)."""
     if not tracker.recorded:
         return None
+    # Failures of one cause share a repair (the instances of a parametrized test): whichever of them the
+    # healer saw first is the one its events name as their cause.
+    by_cause: dict[str, set[str]] = {}
+    for failure_id, f in tracker.failures.items():
+        by_cause.setdefault(f.fingerprint, set()).add(failure_id)
     for failure in tracker.failures.values():
         history = await tracker.history(store, failure)
         state = repairs.fold(history)
         if failure.category in repairs.UNREPAIRABLE:
             continue
-        # Failures of one cause share a repair (the instances of a parametrized test): whichever of them
-        # the healer saw first is the one its events name as their cause.
-        same = {i for i, f in tracker.failures.items() if f.fingerprint == failure.fingerprint}
+        same = by_cause[failure.fingerprint]
         handled = any(e.causation_id in same for e in history)
         if state.status is repairs.RepairStatus.VALIDATING:
             return None

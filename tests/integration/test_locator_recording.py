@@ -119,6 +119,15 @@ def test_recording_merges_runs_and_can_be_turned_off(web_project: Path) -> None:
     assert record is not None and set(record.elements) == {"#old", "#buy", ".total"}
 
 
+def test_the_plugin_keeps_the_stores_format_and_limits() -> None:
+    # The plugin is standalone, so it mirrors these instead of importing them: they must not drift
+    from actors.healer.locator import snapshot
+
+    for name in ("STORE_DIR", "STORE_VERSION", "MAX_TEXT_CHARS", "MAX_CLASSES", "MAX_ATTRIBUTES",
+                 "MAX_ATTRIBUTE_CHARS", "MAX_PATH", "MAX_SELECTORS", "MAX_SELECTOR_CHARS", "MAX_STORE_BYTES"):
+        assert getattr(cars_locators, name) == getattr(snapshot, name), name
+
+
 def test_the_plugin_names_store_files_as_cars_does() -> None:
     for test_id in ["tests/test_shop.py::test_buy", "t.py::test[a/b c]", "ünïcode::tëst", "", "../../etc"]:
         assert cars_locators.store_name(test_id) == store_name(test_id)

@@ -604,14 +604,18 @@ def _skip_dir(name: str) -> bool:
     return name in SKIP_DIRS or name.endswith(".egg-info")
 
 
+def _add_files(tar: tarfile.TarFile, files: Mapping[str, bytes]) -> None:
+    for rel, content in sorted(files.items()):
+        info = tarfile.TarInfo(rel)
+        info.size, info.mode = len(content), 0o644
+        tar.addfile(info, io.BytesIO(content))
+
+
 def pack_files(files: Mapping[str, bytes]) -> bytes:
     """`files` (relative path -> content) as tar.gz."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=9) as tar:
-        for rel, content in sorted(files.items()):
-            info = tarfile.TarInfo(rel)
-            info.size, info.mode = len(content), 0o644
-            tar.addfile(info, io.BytesIO(content))
+        _add_files(tar, files)
     return buf.getvalue()
 
 
@@ -627,10 +631,7 @@ def pack_workspace(workspace: Path, extra_files: Mapping[str, bytes] | None = No
             for n in sorted(names):
                 path = Path(folder) / n
                 tar.add(path, arcname=path.relative_to(workspace).as_posix(), recursive=False)
-        for rel, content in sorted((extra_files or {}).items()):
-            info = tarfile.TarInfo(rel)
-            info.size, info.mode = len(content), 0o644
-            tar.addfile(info, io.BytesIO(content))
+        _add_files(tar, extra_files or {})
     return buf.getvalue()
 
 
