@@ -89,6 +89,20 @@ class MutationVerdict(enum.Enum):
     NOT_APPLICABLE = "not_applicable"
 
 
+#: How many test runs one validation records (a baseline, the reruns, the regression run, the mutants).
+MAX_TIMED_RUNS = 64
+
+
+@frozen(kw_only=True)
+class TimedRun:
+    """One test subprocess the validator ran, and when: so heal time can be split into time spent in the
+    project's tests and time spent in CARS. `purpose` is baseline, rerun, regressions or mutation."""
+
+    purpose: str = field(validator=non_empty(MAX_ID))
+    started_at: float = field(validator=validators.ge(0.0))  # seconds since the epoch (time.time())
+    duration_s: float = field(default=0.0, validator=validators.ge(0.0))
+
+
 @frozen(kw_only=True)
 class ValidationEvidence:
     """What the validator measured for one repair candidate."""
@@ -103,6 +117,8 @@ class ValidationEvidence:
     collected_after: int | None = None
     log_tail: str = field(default="", validator=bounded(4 * MAX_TEXT))
     duration_s: float = field(default=0.0, validator=validators.ge(0.0))
+    #: Every test subprocess of this validation, in order (empty in events recorded before they were timed).
+    runs: tuple[TimedRun, ...] = field(default=(), validator=max_items(MAX_TIMED_RUNS))
 
 
 #: A DNS-1123 label: what Kubernetes accepts as a namespace, Service or label-safe name.

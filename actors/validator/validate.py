@@ -12,6 +12,7 @@ import functools
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 from attrs import frozen
@@ -23,7 +24,15 @@ from actors.validator.guardrails import NON_TEST_FILE, SKIP_ADDED, FileChange, c
 from actors.validator.mutation import Runner, check_mutation
 from actors.workspace import Workspace, split_test_id
 from contracts.limits import MAX_TEXT
-from contracts.values import GuardrailViolation, MutationVerdict, Outcome, TestResult, ValidationEvidence
+from contracts.values import (
+    MAX_TIMED_RUNS,
+    GuardrailViolation,
+    MutationVerdict,
+    Outcome,
+    TestResult,
+    TimedRun,
+    ValidationEvidence,
+)
 
 # A mutant may loop forever; its run gets this many times the slowest rerun (at least MIN_MUTANT_TIMEOUT_S).
 MUTANT_TIMEOUT_FACTOR = 5.0
@@ -84,7 +93,7 @@ def validate_candidate(
         return check.verdict(False, "the patch changes no file", started)
 
     modules_before = _test_modules(ws, test_id, files)
-    baseline = check.run(modules_before)
+    baseline = check.run(modules_before, purpose="baseline")
     check.collected_before = baseline.collected if baseline.collected >= 0 else None
     passed_before = {r.test_id for r in baseline.results if r.outcome is Outcome.PASSED}
 
@@ -119,12 +128,25 @@ class _Check:
     mutation: MutationVerdict = MutationVerdict.NOT_APPLICABLE
     mutation_detail: str = ""
     log_tail: str = ""
+    timed: list[TimedRun] = attrs.Factory(list)
 
-    def run(self, tests: Sequence[str], *, timeout_s: float | None = None) -> TestRun:
-        run = self.runner(
+    def run(self, tests: Sequence[str], *, purpose: str, timeout_s: float | None = None) -> TestRun:
+        run = self.timed_runner(purpose)(
             self.ws.root, self.test_cmd, tests=list(tests), env=self.env, timeout_s=timeout_s or self.timeout_s
         )
         self.log_tail = run.log_tail
+        return run
+
+    def timed_runner(self, purpose: str) -> Runner:
+        """`self.runner`, recording when each test subprocess started and how long it ran (the run's own
+        `duration_s`: the subprocess, not the reading of its report) as a `TimedRun` of `purpose`."""
+        def run(*args: Any, **kwargs: Any) -> TestRun:
+            started_at = time.time()
+            result = self.runner(*args, **kwargs)
+            if len(self.timed) < MAX_TIMED_RUNS:
+                self.timed.append(TimedRun(purpose=purpose, started_at=started_at, duration_s=result.duration_s))
+            return result
+
         return run
 
     def after_patch(
@@ -148,7 +170,7 @@ class _Check:
 
         slowest = 0.0
         for _ in range(reruns):
-            run = self.run([self.test_id])
+            run = self.run([self.test_id], purpose="rerun")
             self.reruns += 1
             slowest = max(slowest, run.duration_s)
             if not _passed(run, self.test_id, allow_skip=quarantine):
@@ -159,7 +181,7 @@ class _Check:
             self.passes += 1
 
         modules_after = [m for m in modules_before if self.ws.exists(m)]
-        after_run = self.run(modules_after) if modules_after else None
+        after_run = self.run(modules_after, purpose="regressions") if modules_after else None
         if after_run is not None:
             self.collected_after = after_run.collected if after_run.collected >= 0 else None
             broken = {r.test_id for r in after_run.failed()}
@@ -178,7 +200,7 @@ class _Check:
             mutant_timeout = min(self.timeout_s, max(MIN_MUTANT_TIMEOUT_S, MUTANT_TIMEOUT_FACTOR * slowest))
             result = check_mutation(
                 self.ws.root, test_id=self.test_id, test_cmd=self.test_cmd, timeout_s=mutant_timeout,
-                env=self.env, runner=self.runner,
+                env=self.env, runner=self.timed_runner("mutation"),
             )
             self.mutation, self.mutation_detail = result.verdict, result.detail
             if result.verdict is MutationVerdict.FAILED and require_mutation_kill:
@@ -192,6 +214,7 @@ class _Check:
             mutation=self.mutation, mutation_detail=_clip(self.mutation_detail, MAX_TEXT),
             collected_before=self.collected_before, collected_after=self.collected_after,
             log_tail=_clip(self.log_tail, 4 * MAX_TEXT, tail=True), duration_s=time.monotonic() - started,
+            runs=tuple(self.timed),
         )
         return Verdict(ok=ok, reason=_clip(reason, MAX_TEXT), evidence=evidence)
 

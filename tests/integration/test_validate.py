@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,37 @@ def test_validation_runs_are_memory_limited(tmp_path: Path) -> None:
     verdict = validate_candidate(root, patch=patch, test_id="tests/test_two.py::test_two", test_cmd=TEST_CMD,
                                  reruns=1, env=ENV, memory_mb=256)
     assert not verdict.ok and "MemoryError" in verdict.evidence.log_tail, verdict.reason
+
+
+def test_every_test_subprocess_of_a_validation_is_timed_in_its_evidence(tmp_path: Path) -> None:
+    # Given a project whose every pytest session takes at least 0.3 s (a slow conftest), and a correct heal
+    root = small_project(tmp_path / "p", "    assert two() == 3\n")
+    (root / "tests" / "conftest.py").write_text("import time\n\n\ndef pytest_sessionstart(session):\n"
+                                                "    time.sleep(0.3)\n")
+    patch = patch_of(root, "tests/test_two.py", "two() == 3", "two() == 2")
+    # When it is validated
+    t0 = time.time()
+    verdict = validate_candidate(root, patch=patch, test_id="tests/test_two.py::test_two", test_cmd=TEST_CMD,
+                                 reruns=2, env=ENV)
+    t1 = time.time()
+    assert verdict.ok, verdict.reason
+    runs = verdict.evidence.runs
+    # Then each subprocess is listed, by purpose and in order: baseline, the reruns, regressions, the mutant(s)
+    purposes = [r.purpose for r in runs]
+    assert purposes[:4] == ["baseline", "rerun", "rerun", "regressions"]
+    assert purposes[4:] and set(purposes[4:]) == {"mutation"}
+    assert verdict.evidence.mutation is MutationVerdict.PASSED
+    # And each lasted at least the conftest's sleep, inside the validation's time, one after the other
+    for r in runs:
+        assert r.duration_s >= 0.3
+        assert t0 <= r.started_at and r.started_at + r.duration_s <= t1 + 0.01
+    for a, b in zip(runs, runs[1:], strict=False):
+        assert b.started_at >= a.started_at + a.duration_s - 0.01
+    assert sum(r.duration_s for r in runs) <= verdict.evidence.duration_s
+
+
+def test_a_candidate_rejected_by_its_guardrails_lists_only_the_baseline_run(project: Path) -> None:
+    patch = patch_of(project, "tests/test_calc.py", "assert add(2, 3) == EXPECTED", "assert add(2, 3)")
+    verdict = validate(project, patch)
+    assert not verdict.ok
+    assert [r.purpose for r in verdict.evidence.runs] == ["baseline"]

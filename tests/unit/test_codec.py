@@ -612,3 +612,24 @@ def test_reply_id_is_stable_per_cause_and_differs_per_index() -> None:
     ids = {reply_id(cause, i) for i in range(50)}
     assert len(ids) == 50
     assert reply_id(uuid.UUID(int=cause.int + 1), 0) not in ids
+
+
+def test_validation_evidence_recorded_before_runs_were_timed_still_decodes() -> None:
+    # Given a heal.validated as written before the evidence listed its timed test runs
+    payload = {
+        "type": "heal.validated", "version": 1, "id": "2f1c8c0e-5d1a-4e53-9a57-6a3f1e0b7c11",
+        "occurred_at": "2026-11-23T20:00:00+00:00",
+        "data": {"repair_id": "0b5d3c1e-2f7a-4c1b-9a7e-3d2c1b0a9f8e",
+                 "candidate_id": "1c6e2d2f-3a8b-4d2c-8b8f-4e3d2c1b0a9f",
+                 "evidence": {"reruns": 3, "passes": 3, "duration_s": 4.5}},
+    }
+    # When it is decoded, Then it has no timed runs, and the rest is kept
+    data = decode(payload).data
+    assert data.evidence.runs == ()
+    assert (data.evidence.reruns, data.evidence.duration_s) == (3, 4.5)
+    # And evidence with timed runs round-trips, and a bad one is refused with its path
+    timed = {**payload["data"]["evidence"], "runs": [{"purpose": "rerun", "started_at": 1.8e9, "duration_s": 0.7}]}
+    again = decode(encode(decode({**payload, "data": {**payload["data"], "evidence": timed}})))
+    assert [(r.purpose, r.started_at, r.duration_s) for r in again.data.evidence.runs] == [("rerun", 1.8e9, 0.7)]
+    bad = {**timed, "runs": [{"purpose": "rerun", "started_at": -1.0}]}
+    assert any("$.data.evidence.runs[0]" in e for e in errors_of({**payload, "data": {**payload["data"], "evidence": bad}}))
