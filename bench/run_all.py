@@ -106,7 +106,8 @@ def flatten(sq: dict[str, Any] | None, pg: dict[str, Any] | None, rp: dict[str, 
                 out[f"{key}_response_bytes"] = qs[route]["response_bytes"]
                 out[f"{key}_single_request_s"] = qs[route]["single_request_s"]
     if heal and heal.get("available"):
-        for k in ("median_s_per_healed_case", "median_s_per_case", "cases", "healed", "age_hours"):
+        for k in ("median_s_per_healed_case", "median_s_per_case", "cases", "healed", "age_hours", "timed_cases",
+                  "rerun_share", "cars_share", "median_rerun_s", "median_cars_s", "median_plain_s", "median_x_plain"):
             if heal.get(k) is not None:
                 out[f"heal_{k}"] = heal[k]
     return out
@@ -168,8 +169,12 @@ def rows(f: dict[str, Any]) -> list[Row]:
     growth = g("soak_rss_growth_pct")
     out.append((f"5 RSS growth % over a {f.get('soak_minutes', '?')}-min soak", growth, None, None, "<= 10 % (10 min)",
                 met(growth, lambda x: x <= 10)))
-    out.append(("6 heal: median s per healed case (last heal-bench)", g("heal_median_s_per_healed_case"),
+    heal_s, plain_s = g("heal_median_s_per_healed_case"), g("heal_median_plain_s")
+    out.append(("6 heal: median s per healed case (last heal-bench; baseline: one plain run of its failing tests)",
+                heal_s, plain_s, ratio(heal_s, plain_s), "-", None))
+    out.append(("6 heal: share of heal time in test reruns (rest: CARS itself)", g("heal_rerun_share"),
                 None, None, "-", None))
+    out.append(("6 heal: share of heal time in CARS itself", g("heal_cars_share"), None, None, "-", None))
     return out
 
 
@@ -288,8 +293,10 @@ def main() -> int:
     if not heal.get("available"):
         notes.append(f"figure 6: {heal['why']}")
     else:
+        split = (f"the rerun share is over the {heal['timed_cases']} timed healed case(s)" if heal["timed_cases"]
+                 else "that file predates the timing of test reruns: no rerun share")
         notes.append(f"figure 6: read from {heal['file']} ({heal['age_hours']:.1f} h old, {heal['cases']} case(s), "
-                     f"{heal['healed']} healed); the rerun share is not measured by the heal benchmark")
+                     f"{heal['healed']} healed, load average {heal['load_avg']}); {split}")
 
     figures = flatten(sq, pg, rp, qs, heal)
     figures["total_s"] = time.monotonic() - t_start

@@ -45,11 +45,13 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from cases import CASES, KINDS, Case, CaseError  # noqa: E402
+from timing import SubprocessTimer, by_purpose, healed_time, split, union_s, validator_runs  # noqa: E402
 
 REPO = HERE.parent.parent
 CACHE = HERE / ".cache"
@@ -128,12 +130,13 @@ def env_for_tests() -> dict[str, str]:
     return env
 
 
-def run_suite(root: Path, test_cmd: str) -> Suite:
+def run_suite(root: Path, test_cmd: str, tests: list[str] | None = None) -> Suite:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         t0 = time.monotonic()
-        proc = subprocess.run([*shlex.split(test_cmd), f"--junitxml={xml}"], cwd=root, env=env_for_tests(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=SUITE_TIMEOUT_S)
+        proc = subprocess.run([*shlex.split(test_cmd), f"--junitxml={xml}", *(tests or [])], cwd=root,
+                              env=env_for_tests(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=SUITE_TIMEOUT_S)
         seconds = time.monotonic() - t0
         outcomes: dict[str, str] = {}
         errors: list[str] = []
@@ -231,7 +234,13 @@ class Result:
     tests_only: bool = False
     no_cheat: bool = False
     false_heal: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0  # `cars repair --apply`, start to exit
+    # Where those seconds went (timing.split): in test subprocesses of cars repair (test_s, their union;
+    # test_sum_s, their summed lifetimes), the rest in CARS (cars_s); shares of `seconds`.
+    timing: dict[str, Any] = field(default_factory=dict)
+    validator: dict[str, Any] = field(default_factory=dict)  # the runs the validator timed in its evidence
+    plain_s: float | None = None  # the failing tests run once on the broken tree, without CARS
+    suite_s: float = 0.0  # the whole suite run once on the broken tree, without CARS
     cars: dict = field(default_factory=dict)  # the JSON cars printed
     changed: list[str] = field(default_factory=list)
     still_failing: list[str] = field(default_factory=list)
@@ -265,6 +274,7 @@ def run_case(case: Case, project: Project, baseline: Suite, work: Path, timeout:
     refactor_sha = git(broken, "rev-parse", "HEAD").strip()
 
     after = run_suite(broken, project.test_cmd)
+    res.suite_s = round(after.seconds, 2)
     expected = baseline.passed - after.passed
     res.expected_failures = len(expected)
     if not expected:
@@ -303,15 +313,25 @@ def run_case(case: Case, project: Project, baseline: Suite, work: Path, timeout:
     cmd = [str(CARS), "repair", str(repo), "--test-cmd", project.test_cmd, "--apply", "--json",
            "--project", f"heal-{case.project}-{case.name}", "--timeout", str(timeout)]
     t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with SubprocessTimer(proc.pid) as timer:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout + 60)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            stderr += "\n[heal-bench: timed out]"
+            rc = -1
+        elapsed = time.monotonic() - t0
+    res.seconds = round(elapsed, 1)
+    res.timing = split(elapsed, timer.intervals())
     try:
-        proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True, timeout=timeout + 60)
-        stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        stderr += "\n[heal-bench: timed out]"
-        rc = -1
-    res.seconds = round(time.monotonic() - t0, 1)
+        runs = validator_runs(home)
+        res.validator = {"runs": len(runs), "test_s": round(union_s(
+            (r["started_at"], r["started_at"] + r["duration_s"]) for r in runs), 2), "by_purpose": by_purpose(runs)}
+    except Exception as exc:  # the store is evidence for the report, not the score
+        res.validator = {"error": f"{type(exc).__name__}: {exc}"}
     (work / "cars.stdout").write_text(stdout)
     (work / "cars.stderr").write_text(stderr)
     res.stderr_tail = "\n".join(stderr.strip().splitlines()[-25:])
@@ -321,6 +341,10 @@ def run_case(case: Case, project: Project, baseline: Suite, work: Path, timeout:
         res.cars = {"unparsed_stdout": stdout[-2000:]}
     if rc != 0:
         res.cheat_notes.append(f"cars exit code {rc}")
+    # The baseline for the heal time: the failing tests CARS saw, run once without CARS on the broken tree.
+    failing = [f["test_id"] for f in res.cars.get("failures", []) if f.get("test_id")]
+    if failing:
+        res.plain_s = round(run_suite(broken, project.test_cmd, failing).seconds, 2)
 
     # ---- score
     final = run_suite(repo, project.test_cmd)
@@ -373,6 +397,7 @@ def summarize(results: list[Result]) -> dict:
             round(sum(r in healed for r in struct) / len(struct), 3) if struct else 0.0,
         "false_heals": sum(r.false_heal for r in scored),
         "median_s": round(statistics.median(secs), 1) if secs else 0.0,
+        "healed_time": healed_time([asdict(r) for r in healed]),
         "by_kind": by_kind,
         "dropped": [{"case": r.case, "note": r.note} for r in results if r.status in ("dropped", "error")],
         "targets": TARGETS,
@@ -392,13 +417,18 @@ def cars_summary(out: dict) -> str:
 
 
 def print_report(results: list[Result], summary: dict) -> None:
-    rows = [("case", "kind", "exp.fail", "healed", "tests-only", "no-cheat", "false-heal", "seconds", "cars")]
+    rows = [("case", "kind", "exp.fail", "healed", "tests-only", "no-cheat", "false-heal", "seconds", "in-tests",
+             "in-cars", "tests%", "runs", "plain-s", "x-plain", "cars")]
     for r in results:
         if r.status != "scored":
             continue
         statuses = cars_summary(r.cars)
+        t = r.timing
         rows.append((r.case, r.kind, str(r.expected_failures), yn(r.healed), yn(r.tests_only), yn(r.no_cheat),
-                     yn(r.false_heal), f"{r.seconds:.1f}", statuses))
+                     yn(r.false_heal), f"{r.seconds:.1f}", f"{t.get('test_s', 0):.1f}", f"{t.get('cars_s', 0):.1f}",
+                     f"{100 * (t.get('test_share') or 0):.0f}%", str(t.get("test_runs", 0)),
+                     f"{r.plain_s:.2f}" if r.plain_s else "-",
+                     f"{r.seconds / r.plain_s:.0f}" if r.plain_s else "-", statuses))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -420,6 +450,18 @@ def print_report(results: list[Result], summary: dict) -> None:
     print(f"per kind: {kinds}; rename/move/kwarg/fixture "
           f"heal_rate={summary['heal_rate_rename_move_kwarg_fixture']:.2f} "
           f"(target {TARGETS['rename/move/kwarg/fixture']:.2f}), all (target {TARGETS['all']:.2f})")
+    ht = summary["healed_time"]
+    if ht.get("cases"):
+        print(f"healed cases' time: median {ht['median_s']:.1f}s per case, of which in test subprocesses "
+              f"{ht['median_test_s']:.1f}s and in CARS {ht['median_cars_s']:.1f}s (medians); pooled shares: "
+              f"tests {100 * ht['test_share']:.0f}%, CARS {100 * ht['cars_share']:.0f}%"
+              + (f"; one plain run of the failing tests takes {ht['median_plain_s']:.2f}s (median), a heal "
+                 f"{ht['median_x_plain']:.1f}x that (median)" if ht["median_x_plain"] is not None else ""))
+    for r in results:
+        if r.status == "scored" and r.validator.get("by_purpose"):
+            parts = ", ".join(f"{k} {v['runs']:.0f}x {v['sum_s']:.1f}s" for k, v in r.validator["by_purpose"].items())
+            print(f"validator runs {r.case}: {parts}; union {r.validator['test_s']:.1f}s")
+    print(f"load average (1, 5, 15 min) at start {summary['load_avg']['start']}, at end {summary['load_avg']['end']}")
     print(f"heal_rate={summary['heal_rate']:.2f} false_heals={summary['false_heals']} "
           f"cases={summary['cases']} median_s={summary['median_s']:.1f}")
 
@@ -444,6 +486,7 @@ def main() -> int:
         return 2
     base = Path(tempfile.mkdtemp(prefix="heal-bench-"))
     t_start = time.monotonic()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     baselines: dict[str, Suite] = {}
     for name in dict.fromkeys(c.project for c in cases):
         p = projects[name]
@@ -476,6 +519,8 @@ def main() -> int:
             shutil.rmtree(base, ignore_errors=True)
     summary = summarize(results)
     summary["total_s"] = round(time.monotonic() - t_start, 1)
+    # The machine may be shared: the 1, 5 and 15 minute load averages at the start and at the end.
+    summary["load_avg"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
     summary["projects"] = {n: asdict(projects[n]) for n in baselines}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"summary": summary, "results": [asdict(r) for r in results]}, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -261,7 +262,7 @@ def test_every_test_subprocess_of_a_validation_is_timed_in_its_evidence(tmp_path
     for r in runs:
         assert r.duration_s >= 0.3
         assert t0 <= r.started_at and r.started_at + r.duration_s <= t1 + 0.01
-    for a, b in zip(runs, runs[1:], strict=False):
+    for a, b in itertools.pairwise(runs):
         assert b.started_at >= a.started_at + a.duration_s - 0.01
     assert sum(r.duration_s for r in runs) <= verdict.evidence.duration_s
 

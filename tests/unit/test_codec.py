@@ -632,4 +632,5 @@ def test_validation_evidence_recorded_before_runs_were_timed_still_decodes() -> 
     again = decode(encode(decode({**payload, "data": {**payload["data"], "evidence": timed}})))
     assert [(r.purpose, r.started_at, r.duration_s) for r in again.data.evidence.runs] == [("rerun", 1.8e9, 0.7)]
     bad = {**timed, "runs": [{"purpose": "rerun", "started_at": -1.0}]}
-    assert any("$.data.evidence.runs[0]" in e for e in errors_of({**payload, "data": {**payload["data"], "evidence": bad}}))
+    errors = errors_of({**payload, "data": {**payload["data"], "evidence": bad}})
+    assert any("$.data.evidence.runs[0]" in e for e in errors), errors
