@@ -107,7 +107,8 @@ def flatten(sq: dict[str, Any] | None, pg: dict[str, Any] | None, rp: dict[str, 
                 out[f"{key}_single_request_s"] = qs[route]["single_request_s"]
     if heal and heal.get("available"):
         for k in ("median_s_per_healed_case", "median_s_per_case", "cases", "healed", "age_hours", "timed_cases",
-                  "rerun_share", "cars_share", "median_rerun_s", "median_cars_s", "median_plain_s", "median_x_plain"):
+                  "rerun_share", "cars_share", "median_rerun_s", "median_cars_s", "median_cars_before_s",
+                  "median_cars_between_s", "median_cars_after_s", "median_plain_s", "median_x_plain"):
             if heal.get(k) is not None:
                 out[f"heal_{k}"] = heal[k]
     return out

@@ -325,7 +325,7 @@ def run_case(case: Case, project: Project, baseline: Suite, work: Path, timeout:
             rc = -1
         elapsed = time.monotonic() - t0
     res.seconds = round(elapsed, 1)
-    res.timing = split(elapsed, timer.intervals())
+    res.timing = split(elapsed, timer.intervals(origin=t0))
     try:
         runs = validator_runs(home)
         res.validator = {"runs": len(runs), "test_s": round(union_s(
@@ -457,6 +457,10 @@ def print_report(results: list[Result], summary: dict) -> None:
               f"tests {100 * ht['test_share']:.0f}%, CARS {100 * ht['cars_share']:.0f}%"
               + (f"; one plain run of the failing tests takes {ht['median_plain_s']:.2f}s (median), a heal "
                  f"{ht['median_x_plain']:.1f}x that (median)" if ht["median_x_plain"] is not None else ""))
+    if ht.get("median_cars_between_s") is not None:
+        print(f"CARS's part by when (medians): before the first test run {ht['median_cars_before_s']:.1f}s "
+              f"(start-up), between test runs {ht['median_cars_between_s']:.1f}s, after the last "
+              f"{ht['median_cars_after_s']:.1f}s (shutdown)")
     for r in results:
         if r.status == "scored" and r.validator.get("by_purpose"):
             parts = ", ".join(f"{k} {v['runs']:.0f}x {v['sum_s']:.1f}s" for k, v in r.validator["by_purpose"].items())

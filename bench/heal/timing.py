@@ -46,14 +46,24 @@ def sum_s(intervals: Iterable[Interval]) -> float:
 
 
 def split(total_s: float, intervals: Sequence[Interval]) -> dict[str, Any]:
-    """The split of `total_s` seconds: in test subprocesses (their union, clipped to the total) and in
-    CARS (the rest), with shares of the total."""
-    in_tests = min(union_s(intervals), total_s)
+    """The split of `total_s` seconds, with `intervals` measured from the start of the case (0): in test
+    subprocesses (their union, clipped to the total) and in CARS (the rest), with shares of the total.
+    CARS's part is split again by when it happened: before the first test run (`cars_before_s`: start-up,
+    imports), after the last (`cars_after_s`: shutting down), and between runs (`cars_between_s`:
+    classifying, proposing, provisioning, the bus and the store, starting the platform)."""
+    clipped = [(max(a, 0.0), min(b, total_s)) for a, b in intervals if b > 0 and a < total_s]
+    in_tests = union_s(clipped)
+    before = min((a for a, _ in clipped), default=total_s)
+    after = total_s - max((b for _, b in clipped), default=total_s)
+    cars = total_s - in_tests
     return {
         "test_runs": len(intervals),
         "test_s": round(in_tests, 2),
         "test_sum_s": round(sum_s(intervals), 2),
-        "cars_s": round(total_s - in_tests, 2),
+        "cars_s": round(cars, 2),
+        "cars_before_s": round(before, 2),
+        "cars_between_s": round(max(cars - before - after, 0.0), 2),
+        "cars_after_s": round(after, 2),
         "test_share": round(in_tests / total_s, 3) if total_s > 0 else None,
         "cars_share": round(1 - in_tests / total_s, 3) if total_s > 0 else None,
     }
@@ -76,12 +86,19 @@ def healed_time(healed: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "median_s": round(statistics.median(r["seconds"] for r in timed), 1),
         "median_test_s": round(statistics.median(r["timing"]["test_s"] for r in timed), 1),
         "median_cars_s": round(statistics.median(r["timing"]["cars_s"] for r in timed), 1),
+        **{f"median_{part}_s": _median(r["timing"].get(f"{part}_s") for r in timed)
+           for part in ("cars_before", "cars_between", "cars_after")},
         "test_share": round(in_tests / total, 3) if total > 0 else None,
         "cars_share": round(1 - in_tests / total, 3) if total > 0 else None,
         "median_test_share": round(statistics.median(r["timing"]["test_share"] or 0.0 for r in timed), 3),
         "median_plain_s": round(statistics.median(r["plain_s"] for r in plain), 2) if plain else None,
         "median_x_plain": round(statistics.median(r["seconds"] / r["plain_s"] for r in plain), 1) if plain else None,
     }
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 1) if known else None
 
 
 # ---------------------------------------------------------------- sampling the process tree
@@ -154,8 +171,9 @@ class SubprocessTimer:
             if self.marker in self._cmd[pid]:
                 self._seen.setdefault(pid, [now, now])[1] = now
 
-    def intervals(self) -> list[Interval]:
-        return [(first, last + self.tick_s) for first, last in self._seen.values()]
+    def intervals(self, origin: float = 0.0) -> list[Interval]:
+        """The lifetimes seen, in seconds since `origin` (a `time.monotonic()` reading)."""
+        return [(first - origin, last + self.tick_s - origin) for first, last in self._seen.values()]
 
 
 # ---------------------------------------------------------------- what the validator recorded

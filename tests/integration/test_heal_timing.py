@@ -42,7 +42,7 @@ def test_the_sampler_times_each_test_subprocess_of_the_tree() -> None:
     with timing.SubprocessTimer(proc.pid) as timer:
         proc.wait()
     elapsed = time.monotonic() - t0
-    intervals = timer.intervals()
+    intervals = timer.intervals(origin=t0)
     # Then each test subprocess is one interval, within a tick or two (plus interpreter start) of its sleep
     assert len(intervals) == 3
     lengths = sorted(b - a for a, b in intervals)
@@ -53,6 +53,8 @@ def test_the_sampler_times_each_test_subprocess_of_the_tree() -> None:
     assert got["test_s"] < got["test_sum_s"]
     assert 1.3 - 2 * timing.TICK_S <= got["test_s"] <= 1.3 + 1.0, got
     assert got["cars_s"] == pytest.approx(elapsed - got["test_s"], abs=0.01)
+    # And the parent's own start-up, before its first test child, is CARS's time "before"
+    assert 0.0 < got["cars_before_s"] < 1.0
 
 
 def test_a_process_outside_the_tree_is_not_counted() -> None:

@@ -45,9 +45,14 @@ def test_parallel_runs_never_make_the_test_time_exceed_the_total() -> None:
     # Then the time in tests is their union (6.5 s), their plain sum (10 s) is reported beside it
     assert (got["test_runs"], got["test_s"], got["test_sum_s"], got["cars_s"]) == (3, 6.5, 10.0, 3.5)
     assert (got["test_share"], got["cars_share"]) == (0.65, 0.35)
+    # And CARS's 3.5 s are split by when: 1 s before the first run, 1.5 s between runs, 1 s after the last
+    assert (got["cars_before_s"], got["cars_between_s"], got["cars_after_s"]) == (1.0, 1.5, 1.0)
     # And sampled intervals that outlast the total are clipped to it: CARS's share is never negative
     clipped = timing.split(2.0, [(0.0, 2.05)])
     assert (clipped["test_s"], clipped["cars_s"], clipped["test_share"]) == (2.0, 0.0, 1.0)
+    assert (clipped["cars_before_s"], clipped["cars_between_s"], clipped["cars_after_s"]) == (0.0, 0.0, 0.0)
+    # And a case with no test run at all is CARS's time, all of it "before"
+    assert timing.split(3.0, [])["cars_before_s"] == 3.0
     # And a zero total has no shares rather than a division by zero
     assert timing.split(0.0, [])["test_share"] is None
 
@@ -66,6 +71,8 @@ def test_the_healed_cases_time_is_pooled_and_median() -> None:
     assert (got["test_share"], got["cars_share"], got["median_test_share"]) == (0.367, 0.633, 0.5)
     # the multiple of one plain run, over the cases that have one: 10/1 and 30/2
     assert (got["median_plain_s"], got["median_x_plain"]) == (1.5, 12.5)
+    # CARS's part by when, from intervals starting at 0 and ending at test_s: all of it after the last run
+    assert (got["median_cars_before_s"], got["median_cars_between_s"], got["median_cars_after_s"]) == (0.0, 0.0, 10.0)
 
 
 def test_records_written_before_timing_give_no_split() -> None:
