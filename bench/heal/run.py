@@ -18,8 +18,15 @@ For every case of bench/heal/cases.py on the pinned projects of bench/heal/proje
    - false heal: CARS claimed a repair `validated` but the case is not healed, or a guardrail above
      is broken.
 
-Prints a table, the per-kind heal rates and a last line
-`heal_rate=… false_heals=… cases=… median_s=…`; writes bench/results/heal.json.
+5. time (bench/heal/timing.py): while `cars repair` runs, its process tree is sampled every 50 ms and
+   each test subprocess (a process running the case's test command) is timed; the case's seconds split
+   into time in tests (the wall-clock covered by at least one test run: runs in parallel count once)
+   and in CARS (the rest: before the first test run, between runs, after the last). The validator's own
+   timing of its runs, from the evidence in the session's event store, is printed beside it, and the
+   baseline is one plain run of the failing tests on the broken tree, without CARS.
+
+Prints a table, the per-kind heal rates, where the healed cases' time went, the load average and a last
+line `heal_rate=… false_heals=… cases=… median_s=…`; writes bench/results/heal.json.
 
 Usage: python bench/heal/run.py [--only PROJECT[,PROJECT]] [--case SUBSTRING] [--jobs 1] [--keep]
        [--timeout SECONDS]
@@ -314,7 +321,7 @@ def run_case(case: Case, project: Project, baseline: Suite, work: Path, timeout:
            "--project", f"heal-{case.project}-{case.name}", "--timeout", str(timeout)]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with SubprocessTimer(proc.pid) as timer:
+    with SubprocessTimer(proc.pid, marker=" ".join(shlex.split(project.test_cmd))) as timer:
         try:
             stdout, stderr = proc.communicate(timeout=timeout + 60)
             rc = proc.returncode

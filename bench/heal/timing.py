@@ -3,7 +3,7 @@
 Two sources, each used for what it sees:
 
 - `SubprocessTimer` watches the process tree of `cars repair` and records how long each test subprocess
-  (a descendant whose command line names pytest) lived. It sees every test run: the session's own runs
+  (a descendant whose command line contains the test command) lived. It sees every test run: the session's own runs
   (the first run, and the run after the repairs are applied) and every validation run. Sampled: each
   lifetime is known to within one tick (50 ms) at either end.
 - `validator_runs` reads the runs the validator timed itself from the evidence of every `heal.validated`
