@@ -30,6 +30,7 @@ from eventsourcing.utils import Environment
 import contracts
 from bus.telemetry import current_trace_context
 from contracts import Envelope
+from contracts.codec import loads_stored
 from projections.db import postgres_conninfo
 
 
@@ -85,13 +86,8 @@ class ContractMapper(Mapper[uuid.UUID]):
             state = self.cipher.decrypt(state)
         if self.compressor:
             state = self.compressor.decompress(state)
-        env = contracts.loads(state)
         # The store is the authority on where an event sits in its stream.
-        return Envelope(
-            data=env.data, id=env.id, occurred_at=env.occurred_at, correlation_id=env.correlation_id,
-            causation_id=env.causation_id, stream_id=uuid.UUID(str(stored.originator_id)),
-            stream_version=stored.originator_version, metadata=env.metadata,
-        )
+        return loads_stored(state, stream_id=stored.originator_id, stream_version=stored.originator_version)
 
 
 def with_trace_context(events: Sequence[Envelope[Any]]) -> Sequence[Envelope[Any]]:

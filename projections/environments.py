@@ -9,6 +9,7 @@ One row per environment id, folded from the provisioner's events: `environment.r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.environments import (
@@ -19,6 +20,7 @@ from contracts.environments import (
     EnvironmentRequested,
 )
 from projections.db import Tx, ViewDB
+from projections.rows import TableRows
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
 COLUMNS = (
@@ -51,39 +53,41 @@ class EnvironmentsView:
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        env = recorded.envelope
-        data = env.data
-        at = iso(env.occurred_at)
-        if isinstance(data, EnvironmentRequested):
-            row: dict[str, Any] = {
-                "environment_id": str(data.environment_id), "template": data.template,
-                "version": data.template_version, "backend": data.backend, "status": "requested",
-                "purpose": data.purpose, "repo_path": data.repo_path, "workspace": None, "expires_at": None,
-                "services": json.dumps(list(data.services)), "reason": "", "requested_at": at, "updated_at": at,
-                "updated_position": recorded.position,
-            }
-            tx.execute(
-                f"INSERT INTO {prefix}environments ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in COLUMNS)}) ON CONFLICT (environment_id) DO NOTHING",
-                tuple(row[c] for c in COLUMNS),
-            )
-            return
-        changes: dict[str, Any]
-        if isinstance(data, EnvironmentProvisioned):
-            changes = {"status": "provisioned", "workspace": data.workspace, "expires_at": iso(data.expires_at)}
-        elif isinstance(data, EnvironmentFailed):
-            changes = {"status": "failed", "reason": data.reason}
-        elif isinstance(data, EnvironmentReleased):
-            changes = {"status": "released", "reason": data.reason}
-        elif isinstance(data, EnvironmentExpired):
-            changes = {"status": "expired", "reason": f"expired at {iso(data.expired_at)}"}
-        else:
-            return
-        changes.update(updated_at=at, updated_position=recorded.position)
-        tx.execute(
-            f"UPDATE {prefix}environments SET {', '.join(f'{c} = ?' for c in changes)} WHERE environment_id = ?",
-            (*changes.values(), str(data.environment_id)),
-        )
+        self.apply_many(tx, [recorded], prefix)
+
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: each environment's row is read once and written once."""
+        rows = TableRows(tx, f"{prefix}environments", COLUMNS, ("environment_id",))
+        rows.load((str(r.envelope.data.environment_id),) for r in events)
+        for recorded in events:
+            env = recorded.envelope
+            data = env.data
+            at = iso(env.occurred_at)
+            row = rows.get(str(data.environment_id))
+            if isinstance(data, EnvironmentRequested):
+                if row is None:  # a request is written once
+                    rows.put({
+                        "environment_id": str(data.environment_id), "template": data.template,
+                        "version": data.template_version, "backend": data.backend, "status": "requested",
+                        "purpose": data.purpose, "repo_path": data.repo_path, "workspace": None, "expires_at": None,
+                        "services": json.dumps(list(data.services)), "reason": "", "requested_at": at,
+                        "updated_at": at, "updated_position": recorded.position,
+                    })
+                continue
+            changes: dict[str, Any]
+            if isinstance(data, EnvironmentProvisioned):
+                changes = {"status": "provisioned", "workspace": data.workspace, "expires_at": iso(data.expires_at)}
+            elif isinstance(data, EnvironmentFailed):
+                changes = {"status": "failed", "reason": data.reason}
+            elif isinstance(data, EnvironmentReleased):
+                changes = {"status": "released", "reason": data.reason}
+            elif isinstance(data, EnvironmentExpired):
+                changes = {"status": "expired", "reason": f"expired at {iso(data.expired_at)}"}
+            else:
+                continue
+            if row is not None:
+                rows.put({**row, **changes, "updated_at": at, "updated_position": recorded.position})
+        rows.flush()
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT {', '.join(COLUMNS)} FROM {prefix}environments")

@@ -17,6 +17,7 @@ Table `<prefix>flaky_tests`, one row per (project, test_id) that any of these ev
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.failures import FlakinessChanged, TestQuarantined
@@ -24,6 +25,7 @@ from contracts.monitoring import OutcomesRecorded
 from contracts.repairs import RepairApplied
 from contracts.values import Outcome
 from projections.db import Tx, ViewDB
+from projections.rows import TableRows
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
 LAST_FLIPS = 5
@@ -70,53 +72,65 @@ class FlakyTestsView:
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        env = recorded.envelope
-        e = env.data
-        at, pos = iso(env.occurred_at), recorded.position
-        if isinstance(e, OutcomesRecorded):
-            for outcome in e.outcomes:
-                if outcome.outcome is Outcome.SKIPPED:
-                    continue
-                row = self._row(tx, prefix, e.project, outcome.test_id)
-                now = "failed" if outcome.outcome in _FAILING else "passed"
-                flipped = outcome.mixed or (row["last_outcome"] is not None and row["last_outcome"] != now)
-                if flipped:
-                    flips = json.loads(row["last_flips"])
-                    flips.append({"run_id": e.run_id, "at": at, "outcome": "mixed" if outcome.mixed else now})
-                    row["last_flips"] = json.dumps(flips[-LAST_FLIPS:], sort_keys=True)
-                    row["flips"] += 1
-                row.update(observations=row["observations"] + 1, last_outcome=now, updated_position=pos)
-                self._put(tx, prefix, row)
-        elif isinstance(e, FlakinessChanged):
-            row = self._row(tx, prefix, e.project, e.test_id)
-            row.update(
-                flaky=int(e.flaky), ever_flaky=int(e.flaky or row["ever_flaky"]), flip_rate=e.flip_rate,
-                flip_window=e.window, reason=e.reason, changed_at=at, updated_position=pos,
-                flaky_since=(row["flaky_since"] or at) if e.flaky else None,
-            )
-            self._put(tx, prefix, row)
-        elif isinstance(e, TestQuarantined):
-            row = self._row(tx, prefix, e.project, e.test_id)
-            if not row["quarantine"]:
-                row.update(quarantine=VALIDATED, quarantined_since=at)
-            row.update(quarantine_file=e.quarantine_file, quarantine_reason=e.reason, ever_flaky=1,
-                       quarantine_repair=str(e.repair_id) if e.repair_id else None, updated_position=pos)
-            self._put(tx, prefix, row)
-        elif isinstance(e, RepairApplied):
-            tx.execute(f"UPDATE {prefix}flaky_tests SET quarantine = ?, updated_position = ? "
-                       "WHERE quarantine_repair = ? AND quarantine = ?", (APPLIED, pos, str(e.repair_id), VALIDATED))
+        self.apply_many(tx, [recorded], prefix)
+
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: each test's row is read once and written once (a `repair.applied` writes the
+        rows so far first, as it updates rows by their quarantine's repair)."""
+        rows = self._rows(tx, prefix)
+        for recorded in events:
+            env = recorded.envelope
+            e = env.data
+            at, pos = iso(env.occurred_at), recorded.position
+            if isinstance(e, OutcomesRecorded):
+                for outcome in e.outcomes:
+                    if outcome.outcome is Outcome.SKIPPED:
+                        continue
+                    row = self._row(rows, e.project, outcome.test_id)
+                    now = "failed" if outcome.outcome in _FAILING else "passed"
+                    flipped = outcome.mixed or (row["last_outcome"] is not None and row["last_outcome"] != now)
+                    if flipped:
+                        flips = json.loads(row["last_flips"])
+                        flips.append({"run_id": e.run_id, "at": at, "outcome": "mixed" if outcome.mixed else now})
+                        row["last_flips"] = json.dumps(flips[-LAST_FLIPS:], sort_keys=True)
+                        row["flips"] += 1
+                    row.update(observations=row["observations"] + 1, last_outcome=now, updated_position=pos)
+                    rows.put(row)
+            elif isinstance(e, FlakinessChanged):
+                row = self._row(rows, e.project, e.test_id)
+                row.update(
+                    flaky=int(e.flaky), ever_flaky=int(e.flaky or row["ever_flaky"]), flip_rate=e.flip_rate,
+                    flip_window=e.window, reason=e.reason, changed_at=at, updated_position=pos,
+                    flaky_since=(row["flaky_since"] or at) if e.flaky else None,
+                )
+                rows.put(row)
+            elif isinstance(e, TestQuarantined):
+                row = self._row(rows, e.project, e.test_id)
+                if not row["quarantine"]:
+                    row.update(quarantine=VALIDATED, quarantined_since=at)
+                row.update(quarantine_file=e.quarantine_file, quarantine_reason=e.reason, ever_flaky=1,
+                           quarantine_repair=str(e.repair_id) if e.repair_id else None, updated_position=pos)
+                rows.put(row)
+            elif isinstance(e, RepairApplied):
+                rows.flush()
+                tx.execute(f"UPDATE {prefix}flaky_tests SET quarantine = ?, updated_position = ? "
+                           "WHERE quarantine_repair = ? AND quarantine = ?",
+                           (APPLIED, pos, str(e.repair_id), VALIDATED))
+                if tx.rowcount:
+                    rows = self._rows(tx, prefix)  # the copies read so far may be stale now
+        rows.flush()
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT {', '.join(COLUMNS)} FROM {prefix}flaky_tests")
         return sorted(tx.fetchall(), key=lambda r: (r["project"], r["test_id"]))
 
-    def _row(self, tx: Tx, prefix: str, project: str, test_id: str) -> dict[str, Any]:
-        tx.execute(f"SELECT {', '.join(COLUMNS)} FROM {prefix}flaky_tests WHERE project = ? AND test_id = ?",
-                   (project, test_id))
-        return tx.fetchone() or _new(project, test_id)
+    def _rows(self, tx: Tx, prefix: str) -> TableRows:
+        return TableRows(tx, f"{prefix}flaky_tests", COLUMNS, ("project", "test_id"))
 
-    def _put(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
-        tx.upsert(f"{prefix}flaky_tests", {c: row[c] for c in COLUMNS}, ("project", "test_id"))
+    def _row(self, rows: TableRows, project: str, test_id: str) -> dict[str, Any]:
+        """A test's row to change and put (a copy: a row of `rows` changes only when put)."""
+        row = rows.get(project, test_id)
+        return dict(row) if row is not None else _new(project, test_id)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

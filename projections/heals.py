@@ -7,6 +7,7 @@ ranking is a function of the history and a replay gives the same one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.failures import FailureUnrepairable
@@ -23,6 +24,7 @@ from contracts.repairs import (
     repair_stream_id,
 )
 from projections.db import Tx, ViewDB
+from projections.rows import TableRows
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
 REPAIR_COLUMNS = (
@@ -63,13 +65,29 @@ class HealsView:
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
+        self.apply_many(tx, [recorded], prefix)
+
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: the repairs and candidates it touches are read once and written once."""
+        repairs = TableRows(tx, f"{prefix}repairs", REPAIR_COLUMNS, ("repair_id",))
+        candidates = TableRows(tx, f"{prefix}heal_candidates", CANDIDATE_COLUMNS, ("candidate_id",))
+        repairs.load((_repair_id(r.envelope.data),) for r in events)
+        candidates.load((str(r.envelope.data.candidate_id),) for r in events
+                        if isinstance(r.envelope.data, HealProposed | HealValidated | HealRejected))
+        for recorded in events:
+            self._fold(repairs, candidates, recorded)
+        repairs.flush()
+        candidates.flush()
+
+    def _fold(self, repairs: TableRows, candidates: TableRows, recorded: RecordedEvent) -> None:
         env = recorded.envelope
         e = env.data
         at, pos = iso(env.occurred_at), recorded.position
+        rid = _repair_id(e)
+        row = repairs.get(rid)
         if isinstance(e, HealRequested):
-            row = self._repair(tx, prefix, str(e.repair_id))
-            self._put_repair(tx, prefix, {
-                "repair_id": str(e.repair_id), "project": e.project, "test_id": e.test_id,
+            repairs.put({
+                "repair_id": rid, "project": e.project, "test_id": e.test_id,
                 "fingerprint": e.fingerprint, "category": e.category.value, "status": "validating",
                 "round": (row["round"] if row else 0) + 1, "strategy": None, "confidence": None,
                 "candidate_id": None, "patch": None, "needs_approval": 0, "reason": e.reason, "branch": None,
@@ -77,52 +95,44 @@ class HealsView:
             })
             return
         if isinstance(e, FailureUnrepairable):
-            rid = str(repair_stream_id(e.project, e.fingerprint))
-            row = self._repair(tx, prefix, rid)
             if row is not None and row["status"] == "abandoned":
                 return
-            self._put_repair(tx, prefix, {
+            repairs.put({
                 "repair_id": rid, "project": e.project, "test_id": e.test_id, "fingerprint": e.fingerprint,
                 "category": e.category.value, "status": "unrepairable", "round": row["round"] if row else 0,
                 "strategy": None, "confidence": None, "candidate_id": None, "patch": None, "needs_approval": 0,
                 "reason": e.reason, "branch": None, "commit_sha": None, "updated_at": at, "updated_position": pos,
             })
             return
-        row = self._repair(tx, prefix, str(e.repair_id))
         if row is None:
             return  # events of a repair whose request this view never saw
         if isinstance(e, HealProposed):
-            tx.execute(
-                f"INSERT INTO {prefix}heal_candidates ({', '.join(CANDIDATE_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in CANDIDATE_COLUMNS)}) ON CONFLICT (candidate_id) DO NOTHING",
-                (str(e.candidate_id), str(e.repair_id), row["round"], row["category"], e.strategy, e.rank,
-                 e.confidence, int(e.quarantine), None, "", "\n".join(e.files)),
-            )
+            if candidates.get(str(e.candidate_id)) is None:  # a candidate is written once
+                candidates.put(dict(zip(CANDIDATE_COLUMNS, (
+                    str(e.candidate_id), rid, row["round"], row["category"], e.strategy, e.rank, e.confidence,
+                    int(e.quarantine), None, "", "\n".join(e.files)), strict=True)))
             return
         if isinstance(e, HealValidated | HealRejected):
-            verdict = "validated" if isinstance(e, HealValidated) else "rejected"
-            reason = e.reason if isinstance(e, HealRejected) else ""
-            tx.execute(f"UPDATE {prefix}heal_candidates SET verdict = ?, reason = ? WHERE candidate_id = ?",
-                       (verdict, reason, str(e.candidate_id)))
-            if verdict == "validated":
-                tx.execute(f"SELECT quarantine FROM {prefix}heal_candidates WHERE candidate_id = ?",
-                           (str(e.candidate_id),))
-                cand = tx.fetchone()
-                if cand is not None and cand["quarantine"]:
-                    self._update(tx, prefix, row, at, pos, status="quarantined")
+            cand = candidates.get(str(e.candidate_id))
+            if cand is None:
+                return
+            validated = isinstance(e, HealValidated)
+            candidates.put({**cand, "verdict": "validated" if validated else "rejected",
+                            "reason": e.reason if isinstance(e, HealRejected) else ""})
+            if validated and cand["quarantine"]:
+                _update(repairs, row, at, pos, status="quarantined")
             return
         if isinstance(e, HealAbandoned):
-            self._update(tx, prefix, row, at, pos, status="abandoned", reason=e.reason)
+            _update(repairs, row, at, pos, status="abandoned", reason=e.reason)
         elif isinstance(e, RepairCompleted):
-            self._update(tx, prefix, row, at, pos, status="completed", strategy=e.strategy,
-                         confidence=e.confidence, candidate_id=str(e.candidate_id), patch=e.patch,
-                         needs_approval=int(e.needs_approval))
+            _update(repairs, row, at, pos, status="completed", strategy=e.strategy, confidence=e.confidence,
+                    candidate_id=str(e.candidate_id), patch=e.patch, needs_approval=int(e.needs_approval))
         elif isinstance(e, RepairApproved):
-            self._update(tx, prefix, row, at, pos, status="approved", reason=f"approved by {e.by}")
+            _update(repairs, row, at, pos, status="approved", reason=f"approved by {e.by}")
         elif isinstance(e, RepairRejected):
-            self._update(tx, prefix, row, at, pos, status="rejected", reason=f"rejected by {e.by}: {e.reason}")
+            _update(repairs, row, at, pos, status="rejected", reason=f"rejected by {e.by}: {e.reason}")
         elif isinstance(e, RepairApplied):
-            self._update(tx, prefix, row, at, pos, status="applied", branch=e.branch, commit_sha=e.commit)
+            _update(repairs, row, at, pos, status="applied", branch=e.branch, commit_sha=e.commit)
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}repairs")
@@ -131,20 +141,16 @@ class HealsView:
         candidates = [{"kind": "candidate", "id": r["candidate_id"], **r} for r in tx.fetchall()]
         return sorted(repairs + candidates, key=lambda r: (r["kind"], r["id"]))
 
-    def _repair(self, tx: Tx, prefix: str, rid: str) -> dict[str, Any] | None:
-        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}repairs WHERE repair_id = ?", (rid,))
-        return tx.fetchone()
 
-    def _put_repair(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in REPAIR_COLUMNS if c != "repair_id")
-        tx.execute(
-            f"INSERT INTO {prefix}repairs ({', '.join(REPAIR_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in REPAIR_COLUMNS)}) ON CONFLICT (repair_id) DO UPDATE SET {updates}",
-            tuple(row[c] for c in REPAIR_COLUMNS),
-        )
+def _repair_id(e: Any) -> str:
+    """The repair an event of this view is about (an unrepairable failure names its fingerprint)."""
+    if isinstance(e, FailureUnrepairable):
+        return str(repair_stream_id(e.project, e.fingerprint))
+    return str(e.repair_id)
 
-    def _update(self, tx: Tx, prefix: str, row: dict[str, Any], at: str, pos: int, **changes: Any) -> None:
-        self._put_repair(tx, prefix, {**row, **changes, "updated_at": at, "updated_position": pos})
+
+def _update(repairs: TableRows, row: dict[str, Any], at: str, pos: int, **changes: Any) -> None:
+    repairs.put({**row, **changes, "updated_at": at, "updated_position": pos})
 
 
 def list_repairs(db: ViewDB, *, project: str | None = None, status: str | None = None,

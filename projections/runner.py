@@ -6,6 +6,11 @@ repeats a batch and never half-applies one (STYLE rule 15). Events a view does n
 its position, so `position == store.max_position()` means "caught up" even when the newest events
 are of other types.
 
+The views share their reads: the runner reads one page of the log for all the views behind (only the
+types one of them folds, so the store skips the rest without decoding it), decodes each event once,
+and gives each view its share of the page in one transaction of its own (`views.fold`: a view with
+`apply_many` folds the page in memory and writes each row once).
+
 The runner polls (SQLite has no LISTEN/NOTIFY). The store and the databases block, so the async
 `run` loop does its work in a worker thread.
 """
@@ -21,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from projections.db import Tx, ViewDB
-from projections.views import LIVE_PREFIX, EventLog, View
+from projections.views import LIVE_PREFIX, EventLog, RecordedEvent, View, fold
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,43 @@ class ProjectionRunner:
         if upto is not None:
             head = min(head, upto)
         tracked = self._tracked()
-        return sum(self._catch_up_view(v, tracked.get(v.name), head) for v in self.views)
+        positions = {v.name: tracked[v.name] if v.name in tracked else self._ensure_tracked(v) for v in self.views}
+        applied = 0
+        while True:
+            behind = [v for v in self.views if positions[v.name] < head]
+            if not behind:
+                return applied
+            start = min(positions[v.name] for v in behind)
+            types = sorted(set().union(*(v.types for v in behind)))
+            # One read for every view behind, of the types they fold: the store skips the others.
+            page = self.store.read(after=start, limit=self.batch, types=types) if types else []
+            # A short page, or one reaching past `head`, holds every wanted event up to `head`: the
+            # views may then jump to `head` over the events of other types (and over gaps). This holds
+            # because every event up to max_position() is already visible: SQLite has one writer, and
+            # eventsourcing's PostgreSQL recorder commits inserts in position order.
+            end = head if len(page) < self.batch or page[-1].position >= head else page[-1].position
+            tagged = [(r, r.envelope.type) for r in page if r.position <= end]
+            for view in behind:
+                if positions[view.name] < end:
+                    applied += self._fold_page(view, tagged, positions, end)
+
+    def _fold_page(
+        self, view: View, page: Sequence[tuple[RecordedEvent, str]], positions: dict[str, int], end: int
+    ) -> int:
+        """Fold the events of `page` (with their tags) after the view's position, and move it to `end`."""
+        position = positions[view.name]
+        events = [r for r, tag in page if tag in view.types and r.position > position]
+        with self.db.transaction() as tx:
+            moved = not self._advance(tx, view.name, position, end)
+            if not moved:
+                fold(view, tx, events, self.prefix)
+        if moved:
+            # Another runner or a rebuild moved this view since we read its position.
+            log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
+            positions[view.name] = self._ensure_tracked(view)
+            return 0
+        positions[view.name] = end
+        return len(events)
 
     async def run(self, stop: anyio.Event | None = None, poll_s: float = 0.05) -> None:
         """Catch up, then poll every `poll_s` seconds, until `stop` is set (or forever).
@@ -127,34 +168,6 @@ class ProjectionRunner:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"views reached position {reached}, not {position}, within {timeout}s")
             time.sleep(poll_s)
-
-    def _catch_up_view(self, view: View, tracked: int | None, head: int) -> int:
-        applied = 0
-        position = self._ensure_tracked(view) if tracked is None else tracked
-        types = sorted(view.types)
-        while position < head:
-            # The store filters by type, so a view skips the bulk of the log it does not fold.
-            batch = self.store.read(after=position, limit=self.batch, types=types) if types else []
-            # A short batch, or one reaching past `head`, holds every wanted event up to `head`:
-            # the view may then jump to `head` over the events of other types (and over gaps).
-            # This holds because every event up to max_position() is already visible: SQLite has
-            # one writer, and eventsourcing's PostgreSQL recorder commits inserts in position order.
-            complete = len(batch) < self.batch or batch[-1].position >= head
-            new_position = head if complete else batch[-1].position
-            events = [r for r in batch if r.position <= head and r.envelope.type in view.types]
-            with self.db.transaction() as tx:
-                moved = not self._advance(tx, view.name, position, new_position)
-                if not moved:
-                    for recorded in events:
-                        view.apply(tx, recorded, self.prefix)
-            if moved:
-                # Another runner or a rebuild moved this view since we read its position.
-                log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
-                position = self._ensure_tracked(view)
-                continue
-            applied += len(events)
-            position = new_position
-        return applied
 
     def _advance(self, tx: Tx, name: str, expected: int, position: int) -> bool:
         # Compare-and-set, first in the transaction: on PostgreSQL it also locks the tracking row,

@@ -15,10 +15,12 @@ there is no role, host or version to show.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.registry import HeartbeatRecorded, ServiceDeregistered, ServiceLost, ServiceRegistered
 from projections.db import Tx, ViewDB
+from projections.rows import TableRows
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
 ALIVE = "alive"
@@ -78,18 +80,17 @@ class ServicesView:
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        instance = recorded.envelope.data.instance
-        tx.execute(f"SELECT {', '.join(COLUMNS)} FROM {prefix}services WHERE instance = ?", (instance,))
-        row = next_row(tx.fetchone(), recorded)
-        if row is None:
-            return
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "instance")
-        tx.execute(
-            f"INSERT INTO {prefix}services ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in COLUMNS)}) "
-            f"ON CONFLICT (instance) DO UPDATE SET {updates}",
-            tuple(row[c] for c in COLUMNS),
-        )
+        self.apply_many(tx, [recorded], prefix)
+
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: each instance's row is read once and written once."""
+        rows = TableRows(tx, f"{prefix}services", COLUMNS, ("instance",))
+        rows.load((r.envelope.data.instance,) for r in events)
+        for recorded in events:
+            row = next_row(rows.get(recorded.envelope.data.instance), recorded)
+            if row is not None:
+                rows.put(row)
+        rows.flush()
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT {', '.join(COLUMNS)} FROM {prefix}services")

@@ -12,12 +12,14 @@ Tables: `<prefix>repair_events (position, repair_id, type)` and `<prefix>repair_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.environments import EnvironmentRequested
 from contracts.failures import FailureDetected, FailureUnrepairable, TestQuarantined
 from contracts.repairs import repair_stream_id
 from projections.db import Tx, ViewDB
+from projections.rows import TableRows
 from projections.statistics import validation_repair
 from projections.views import LIVE_PREFIX, RecordedEvent
 
@@ -55,28 +57,36 @@ class RepairTimelineView:
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        env = recorded.envelope
-        e = env.data
-        rid: str | None
-        if env.type in _REPAIR_TYPES:
-            rid = str(e.repair_id)
-        elif isinstance(e, FailureDetected | FailureUnrepairable):
-            rid = str(repair_stream_id(e.project, e.fingerprint))
-        elif isinstance(e, TestQuarantined):
-            rid = str(e.repair_id) if e.repair_id is not None else None
-        elif isinstance(e, EnvironmentRequested):
-            rid = validation_repair(e.purpose)
+        self.apply_many(tx, [recorded], prefix)
+
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: its environments are read once, its index rows written in one statement."""
+        envs = TableRows(tx, f"{prefix}repair_envs", ("environment_id", "repair_id"), ("environment_id",))
+        envs.load((str(r.envelope.data.environment_id),) for r in events if r.envelope.type in _ENV_TYPES
+                  or isinstance(r.envelope.data, EnvironmentRequested))
+        indexed: list[tuple[int, str, str]] = []
+        for recorded in events:
+            env = recorded.envelope
+            e = env.data
+            rid: str | None
+            if env.type in _REPAIR_TYPES:
+                rid = str(e.repair_id)
+            elif isinstance(e, FailureDetected | FailureUnrepairable):
+                rid = str(repair_stream_id(e.project, e.fingerprint))
+            elif isinstance(e, TestQuarantined):
+                rid = str(e.repair_id) if e.repair_id is not None else None
+            elif isinstance(e, EnvironmentRequested):
+                rid = validation_repair(e.purpose)
+                if rid is not None and envs.get(str(e.environment_id)) is None:  # written once
+                    envs.put({"environment_id": str(e.environment_id), "repair_id": rid})
+            else:
+                found = envs.get(str(e.environment_id))
+                rid = None if found is None else str(found["repair_id"])
             if rid is not None:
-                tx.execute(f"INSERT INTO {prefix}repair_envs (environment_id, repair_id) VALUES (?, ?) "
-                           "ON CONFLICT (environment_id) DO NOTHING", (str(e.environment_id), rid))
-        else:
-            tx.execute(f"SELECT repair_id FROM {prefix}repair_envs WHERE environment_id = ?",
-                       (str(e.environment_id),))
-            found = tx.fetchone()
-            rid = None if found is None else str(found["repair_id"])
-        if rid is not None:
-            tx.execute(f"INSERT INTO {prefix}repair_events (position, repair_id, type) VALUES (?, ?, ?) "
-                       "ON CONFLICT (position) DO NOTHING", (recorded.position, rid, env.type))
+                indexed.append((recorded.position, rid, env.type))
+        envs.flush()
+        tx.executemany(f"INSERT INTO {prefix}repair_events (position, repair_id, type) VALUES (?, ?, ?) "
+                       "ON CONFLICT (position) DO NOTHING", indexed)
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT position, repair_id, type FROM {prefix}repair_events")

@@ -7,6 +7,7 @@ Folded from `run.recorded` (runs, tests, passed, failed, skipped, runs with a fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contracts.runs import RunRecorded, StormDetected
@@ -14,6 +15,7 @@ from projections.db import Tx, ViewDB
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
 DAY_COLUMNS = ("project", "day", "runs", "tests", "passed", "failed", "skipped", "failed_runs", "storms")
+COUNTERS = DAY_COLUMNS[2:]
 LAST_COLUMNS = ("project", "run_id", "commit_sha", "at", "total", "passed", "failed", "skipped", "position")
 
 
@@ -38,26 +40,39 @@ class RunTrendsView:
         ]
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        env = recorded.envelope
-        e = env.data
-        at = iso(env.occurred_at)
-        day = at[:10]
-        if isinstance(e, RunRecorded):
-            self._add(tx, prefix, e.project, day, runs=1, tests=e.total, passed=e.passed, failed=e.failed,
-                      skipped=e.skipped, failed_runs=int(e.failed > 0), storms=0)
-            values = (e.project, e.run_id, e.commit, at, e.total, e.passed, e.failed, e.skipped, recorded.position)
-            tx.upsert(f"{prefix}run_last", dict(zip(LAST_COLUMNS, values, strict=True)), ("project",))
-        elif isinstance(e, StormDetected):
-            self._add(tx, prefix, e.project, day, runs=0, tests=0, passed=0, failed=0, skipped=0, failed_runs=0,
-                      storms=1)
+        self.apply_many(tx, [recorded], prefix)
 
-    def _add(self, tx: Tx, prefix: str, project: str, day: str, **counts: int) -> None:
-        names = list(counts)
-        updates = ", ".join(f"{c} = {prefix}run_days.{c} + excluded.{c}" for c in names)
-        tx.execute(
-            f"INSERT INTO {prefix}run_days (project, day, {', '.join(names)}) "
-            f"VALUES (?, ?, {', '.join('?' for _ in names)}) ON CONFLICT (project, day) DO UPDATE SET {updates}",
-            (project, day, *counts.values()),
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: the day counters are summed in memory and added once per (project, day); each
+        project's latest run is written once."""
+        days: dict[tuple[str, str], list[int]] = {}
+        last: dict[str, tuple[Any, ...]] = {}
+        for recorded in events:
+            env = recorded.envelope
+            e = env.data
+            at = iso(env.occurred_at)
+            if isinstance(e, RunRecorded):
+                counts = (1, e.total, e.passed, e.failed, e.skipped, int(e.failed > 0), 0)
+                last[e.project] = (e.project, e.run_id, e.commit, at, e.total, e.passed, e.failed, e.skipped,
+                                   recorded.position)
+            elif isinstance(e, StormDetected):
+                counts = (0, 0, 0, 0, 0, 0, 1)
+            else:
+                continue
+            summed = days.setdefault((e.project, at[:10]), [0] * len(COUNTERS))
+            for i, n in enumerate(counts):
+                summed[i] += n
+        updates = ", ".join(f"{c} = {prefix}run_days.{c} + excluded.{c}" for c in COUNTERS)
+        tx.executemany(
+            f"INSERT INTO {prefix}run_days (project, day, {', '.join(COUNTERS)}) "
+            f"VALUES (?, ?, {', '.join('?' for _ in COUNTERS)}) ON CONFLICT (project, day) DO UPDATE SET {updates}",
+            [(project, day, *summed) for (project, day), summed in days.items()],
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in LAST_COLUMNS if c != "project")
+        tx.executemany(
+            f"INSERT INTO {prefix}run_last ({', '.join(LAST_COLUMNS)}) VALUES ({', '.join('?' for _ in LAST_COLUMNS)}) "
+            f"ON CONFLICT (project) DO UPDATE SET {updates}",
+            list(last.values()),
         )
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:

@@ -66,12 +66,28 @@ class View(Protocol):
         ...
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        """Fold one event into the tables, inside the runner's transaction."""
+        """Fold one event into the tables, inside the runner's transaction.
+
+        A view may also have `apply_many(tx, events, prefix)`, which folds a page of events (each of
+        `types`, in log order) at once, reading and writing each row once (`projections.rows`). It
+        must leave exactly the rows that `apply` on each event in turn leaves; the runner uses it
+        when it is there (`fold`).
+        """
         ...
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         """Every row, in a deterministic order: what `replay --check` compares."""
         ...
+
+
+def fold(view: View, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+    """Fold a page of `events` into `view`: with its `apply_many` when it has one, else one by one."""
+    many = getattr(view, "apply_many", None)
+    if many is not None:
+        many(tx, events, prefix)
+        return
+    for recorded in events:
+        view.apply(tx, recorded, prefix)
 
 
 def iso(moment: dt.datetime) -> str:
@@ -96,5 +112,5 @@ def default_views() -> list[View]:
 
 
 __all__ = [
-    "LIVE_PREFIX", "SCRATCH_PREFIX", "EventLog", "RecordedEvent", "View", "default_views", "iso",
+    "LIVE_PREFIX", "SCRATCH_PREFIX", "EventLog", "RecordedEvent", "View", "default_views", "fold", "iso",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +119,19 @@ class Boom(RuntimeError):
 
 
 class CrashingServicesView(ServicesView):
-    """The services view, failing on its `fail_at`-th apply (a bug or a lost database mid-batch)."""
+    """The services view, failing on its `fail_at`-th event (a bug or a lost database mid-batch), after
+    writing the rows of the events before it in that batch."""
 
     def __init__(self, fail_at: int) -> None:
         self.fail_at = fail_at
         self.calls = 0
 
-    def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise Boom(f"apply #{self.calls}")
-        super().apply(tx, recorded, prefix)
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        before, self.calls = self.calls, self.calls + len(events)
+        if before < self.fail_at <= self.calls:
+            super().apply_many(tx, events[: self.fail_at - before - 1], prefix)
+            raise Boom(f"event #{self.fail_at}")
+        super().apply_many(tx, events, prefix)
 
 
 class CountingView:
