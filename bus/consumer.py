@@ -148,8 +148,8 @@ class StreamConsumer:
         if not batch:
             return
         with _consume_span(self.stream, self.group, [(f, e) for _, f, e in batch]):
+            ids = [entry_id for entry_id, _, _ in batch]
             try:
-                ids = [entry_id for entry_id, _, _ in batch]
                 if self.metrics is None:
                     await self._kept_claimed(redis, ids, handle_batch([e for _, _, e in batch]), reclaimed=False)
                 else:
@@ -159,8 +159,13 @@ class StreamConsumer:
             except Exception as exc:
                 log.info("batch of %d failed (%s: %s); handling its entries one at a time", len(batch),
                          type(exc).__name__, exc, extra={"stream": self.stream, "group": self.group})
-                for entry_id, fields, envelope in batch:
-                    await self._handle_one(redis, entry_id, fields, envelope, deliveries=1, reclaimed=False)
+
+                async def one_at_a_time() -> None:
+                    for entry_id, fields, envelope in batch:
+                        await self._handle_one(redis, entry_id, fields, envelope, deliveries=1, reclaimed=False)
+
+                # The entries still waiting their turn stay claimed: reclaim must not take them meanwhile.
+                await self._kept_claimed(redis, ids, one_at_a_time(), reclaimed=False)
                 return
             await redis.xack(self.stream, self.group, *ids)
         for entry_id, _, envelope in batch:

@@ -70,7 +70,8 @@ def _watch_tick(envelope: Envelope[Any], run: RunReported) -> Tick:
 
 
 def plan(
-    aggregates: BatchAggregates, deps: MonitorDeps, runs: Sequence[tuple[Envelope[Any], RunReported]],
+    aggregates: BatchAggregates, deps: MonitorDeps,
+    runs: Sequence[tuple[Envelope[Any], RunReported, decide.Assessment]],
     histories: dict[uuid.UUID, list[Envelope[Any]]],
 ) -> _Streams:
     """Decide every run of the batch, in order, against the histories read plus what the batch added."""
@@ -78,16 +79,16 @@ def plan(
     flakiness = config.flakiness
     streams = _Streams(histories)
     watches: dict[uuid.UUID, watching.Watch] = {}
-    for envelope, run in runs:
+    for envelope, run, assessed in runs:
         flaky: frozenset[str] = frozenset()
-        if decide.assess(run, config).storm is None:
+        if assessed.storm is None:
             wid = watching.watch_id(run.project)
             watch = watches.get(wid)
             if watch is None:
                 watch = watching.fold(streams.history(wid), flakiness)
             tick = _watch_tick(envelope, run)
             if not streams.handled(wid, tick):
-                recorded = aggregates.caused(tick, watching.record_run(watch, run, flakiness))
+                recorded = aggregates.caused(tick, watching.record_run(watch, run, flakiness, assessed.attempts))
                 streams.add(wid, recorded)
                 for event in recorded:
                     watch = watching.apply(watch, event.data, flakiness)
@@ -97,7 +98,7 @@ def plan(
         if streams.handled(rid, envelope):
             continue
         state = decide.RunState(recorded=decide.fold_run(streams.history(rid)), flaky=flaky)
-        streams.add(rid, aggregates.caused(envelope, decide.decide_run(state, run, config)))
+        streams.add(rid, aggregates.caused(envelope, decide.decide_run(state, run, config, assessed)))
     return streams
 
 
@@ -111,13 +112,13 @@ async def handle_runs(deps: MonitorDeps, envelopes: Sequence[Envelope[Any]]) -> 
     aggregates = deps.aggregates
     if not isinstance(aggregates, BatchAggregates):
         raise TypeError("the monitor's batch path needs `caused` and `execute_many` of its aggregates")
-    runs = []
+    runs: list[tuple[Envelope[Any], RunReported, decide.Assessment]] = []
     for envelope in envelopes:
         if not isinstance(envelope.data, RunReported):
             raise NotForMonitor(f"the monitor's batch path handles run.reported only, not {envelope.type!r}")
-        runs.append((envelope, envelope.data))
+        runs.append((envelope, envelope.data, decide.assess(envelope.data, deps.config)))
     stream_ids: list[uuid.UUID] = []
-    for _, run in runs:
+    for _, run, _ in runs:
         stream_ids += [watching.watch_id(run.project), decide.run_stream_id(run.project, run.run_id)]
 
     def decide_all(histories: dict[uuid.UUID, list[Envelope[Any]]]) -> dict[uuid.UUID, list[Envelope[Any]]]:

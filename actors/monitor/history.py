@@ -199,10 +199,13 @@ def outcomes(watch: Watch, attempts: Sequence[Attempts]) -> tuple[TestOutcome, .
     )
 
 
-def record_run(watch: Watch, run: RunReported, config: FlakinessConfig) -> list[Any]:
+def record_run(
+    watch: Watch, run: RunReported, config: FlakinessConfig, attempts: Sequence[Attempts] | None = None,
+) -> list[Any]:
     """The events one (non-storm) run adds to the watch stream: its watched outcomes, then a
-    `test.flakiness.changed` for each test whose verdict no longer matches its flag."""
-    recorded = outcomes(watch, collapse(run.results))
+    `test.flakiness.changed` for each test whose verdict no longer matches its flag (`attempts`:
+    `collapse(run.results)`, when the caller has it already)."""
+    recorded = outcomes(watch, collapse(run.results) if attempts is None else attempts)
     if not recorded and not watch.tests:
         return []
     event = OutcomesRecorded(project=run.project, run_id=run.run_id, commit=run.commit, outcomes=recorded)
