@@ -119,6 +119,11 @@ def collapse(results: Iterable[TestResult]) -> list[Attempts]:
         seen.setdefault(result.test_id, []).append(result)
     collapsed = []
     for test_id, attempts in seen.items():
+        if len(attempts) == 1:  # the common case, kept cheap: a run lists thousands of tests
+            only = attempts[0]
+            collapsed.append(Attempts(test_id=test_id, outcome=only.outcome, mixed=False,
+                                      failure=only if only.outcome in _FAILING else None))
+            continue
         failures = [a for a in attempts if a.outcome in _FAILING]
         passed = any(a.outcome is Outcome.PASSED for a in attempts)
         collapsed.append(Attempts(
