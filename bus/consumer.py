@@ -330,14 +330,14 @@ class BatchReader:
             try:
                 reply: Any = await redis.xreadgroup(c.group, c.config.consumer, {c.stream: ">"}, count=count,
                                                     block=block)
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     raise ConsumerGroupGone(
                         f"stopped consuming {c.stream} (group {c.group}): the consumer group no longer exists "
                         "(deleted, or the stream was deleted or Redis flushed). Exiting so that a restart "
                         "recreates it.") from None
-                raise
-            except (RedisError, OSError) as exc:
+                # Redis away, or UNBLOCKED (the stream was deleted while we waited: the next read says
+                # NOGROUP); FastStream's subscribers pause and read again too.
                 log.warning("reading %s failed: %s; again in %.1f s", c.stream, exc, self.ERROR_PAUSE_S)
                 await anyio.sleep(self.ERROR_PAUSE_S)
                 count, block = 1, c.config.polling_ms
@@ -346,8 +346,16 @@ class BatchReader:
             if not entries:
                 count, block = 1, c.config.polling_ms
                 continue
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.GRACE_S):
-                await c.process_batch(entries, self.handle_batch)
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.GRACE_S):
+                    await c.process_batch(entries, self.handle_batch)
+            except (RedisError, OSError) as exc:
+                # Redis went away mid-batch (an XACK, a dead letter): what was not acked stays pending,
+                # and reclaim retries it (idempotently).
+                log.warning("a batch of %s was cut short: %s", c.stream, exc)
+                await anyio.sleep(self.ERROR_PAUSE_S)
+                count, block = 1, c.config.polling_ms
+                continue
             self.batches += 1
             count, block = c.config.batch_records, None  # no BLOCK: what is there now, or nothing
 

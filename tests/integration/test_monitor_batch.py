@@ -30,7 +30,7 @@ from actors.monitor import batch, history
 from actors.monitor import router as monitor
 from bus import streams, wire
 from bus.aggregates import AggregateStore
-from bus.consumer import BatchReader, ConsumerConfig, StreamConsumer, subscribe_batch
+from bus.consumer import BatchReader, ConsumerConfig, ConsumerGroupGone, StreamConsumer, subscribe_batch
 from bus.store import EventStore
 from contracts import Envelope, natural_id
 from contracts.failures import FailureDetected, FlakinessChanged
@@ -358,3 +358,20 @@ async def test_a_store_refusing_writes_leaves_the_batch_pending_and_reclaim_stor
 
 async def _nothing_pending(client: Redis) -> bool:
     return await pending(client) == 0
+
+
+async def test_a_deleted_group_stops_the_reader_with_a_reason(redis_url: str, client: Redis, store: EventStore) -> None:
+    # Given the monitor reading cars.ingest
+    with pytest.raises(BaseException) as raised:  # the task group wraps it: checked below
+        async with running_ingest(redis_url, store, config()):
+            await client.xadd(streams.INGEST, entry(run("shop", "r1", "c1", total=F)))  # type: ignore[arg-type]
+            # When its consumer group is deleted under it
+            assert await client.xgroup_destroy(streams.INGEST, monitor.ROLE)
+            await anyio.sleep(TIMEOUT_S)
+    # Then the reader stops, saying which stream and group, so that the process exits and a restart
+    # recreates the group (as bus.runtime does for FastStream's subscribers)
+    leaves = [raised.value]
+    while isinstance(leaves[-1], BaseExceptionGroup):
+        leaves.append(leaves[-1].exceptions[0])
+    assert isinstance(leaves[-1], ConsumerGroupGone), repr(raised.value)
+    assert "stopped consuming cars.ingest (group monitor): the consumer group no longer exists" in str(leaves[-1])
