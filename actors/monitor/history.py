@@ -114,16 +114,17 @@ def collapse(results: Iterable[TestResult]) -> list[Attempts]:
     A result list may name a test more than once when the runner retried it; the last attempt is the
     outcome, and a pass next to a failure marks the run as having seen the test flake.
     """
+    listed = list(results)
+    if len({r.test_id for r in listed}) == len(listed):
+        # The common case, kept cheap (a run lists thousands of tests): every test ran once.
+        failed, error = Outcome.FAILED, Outcome.ERROR
+        return [Attempts(test_id=r.test_id, outcome=r.outcome, mixed=False,
+                         failure=r if r.outcome is failed or r.outcome is error else None) for r in listed]
     seen: dict[str, list[TestResult]] = {}
-    for result in results:
+    for result in listed:
         seen.setdefault(result.test_id, []).append(result)
     collapsed = []
     for test_id, attempts in seen.items():
-        if len(attempts) == 1:  # the common case, kept cheap: a run lists thousands of tests
-            only = attempts[0]
-            collapsed.append(Attempts(test_id=test_id, outcome=only.outcome, mixed=False,
-                                      failure=only if only.outcome in _FAILING else None))
-            continue
         failures = [a for a in attempts if a.outcome in _FAILING]
         passed = any(a.outcome is Outcome.PASSED for a in attempts)
         collapsed.append(Attempts(
