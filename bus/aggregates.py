@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -38,22 +38,71 @@ class AggregateStore:
         self._limit = cached_events
 
     async def history(self, stream_id: uuid.UUID) -> list[Envelope[Any]]:
-        known = self._known.pop(stream_id, [])
-        self._cached -= len(known)
-        newer = await anyio.to_thread.run_sync(self.store.load, stream_id, len(known))
-        history = known + newer
-        if len(history) <= self._limit:
-            # Another task may have stored this stream meanwhile (a read of the same length or longer):
-            # keep the longer one, counted once.
-            other = self._known.pop(stream_id, [])
-            self._cached -= len(other)
-            kept = history if len(history) >= len(other) else other
-            self._known[stream_id] = kept
-            self._cached += len(kept)
-            while self._cached > self._limit:
-                _, dropped = self._known.popitem(last=False)
-                self._cached -= len(dropped)
-        return list(history)
+        return (await self.histories([stream_id]))[stream_id]
+
+    async def histories(self, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Envelope[Any]]]:
+        """The histories of several streams, read in one worker-thread call (a batch of runs needs a
+        stream per run: one thread hop each would cost more than the reads)."""
+        wanted = list(dict.fromkeys(stream_ids))
+        known = {sid: self._known.get(sid, []) for sid in wanted}
+
+        def load_all() -> dict[uuid.UUID, list[Envelope[Any]]]:
+            return {sid: self.store.load(sid, len(known[sid])) for sid in wanted}
+
+        newer = await anyio.to_thread.run_sync(load_all)
+        out = {}
+        for sid in wanted:
+            history = known[sid] + newer[sid]
+            self._remember(sid, history)
+            out[sid] = list(history)
+        return out
+
+    def _remember(self, stream_id: uuid.UUID, history: list[Envelope[Any]]) -> None:
+        other = self._known.pop(stream_id, [])
+        self._cached -= len(other)
+        if len(history) > self._limit:
+            return  # too long to keep: read whole next time
+        # Another task may have stored this stream meanwhile (a read of the same length or longer):
+        # keep the longer one, counted once.
+        kept = history if len(history) >= len(other) else other
+        self._known[stream_id] = kept
+        self._cached += len(kept)
+        while self._cached > self._limit:
+            _, dropped = self._known.popitem(last=False)
+            self._cached -= len(dropped)
+
+    def caused(self, cause: Cause, decided: Sequence[Any]) -> list[Envelope[Any]]:
+        """The envelopes of what `cause` decided: ids derived from the cause (so a redelivery derives
+        the same ones), now, and the cause as their causation."""
+        cause_id = str(cause.id)
+        now = self.clock()
+        return [
+            Envelope(
+                data=d, id=reply_id(cause.id, i), occurred_at=now,
+                correlation_id=cause.correlation_id or cause_id, causation_id=cause_id,
+            )
+            for i, d in enumerate(decided)
+        ]
+
+    async def execute_many(
+        self, stream_ids: Sequence[uuid.UUID],
+        decide_all: Callable[[dict[uuid.UUID, list[Envelope[Any]]]], dict[uuid.UUID, list[Envelope[Any]]]],
+    ) -> list[int]:
+        """Read `stream_ids`, let `decide_all(histories)` say what to add to each (envelopes, e.g. from
+        `caused`), and append all of it in ONE store transaction. On a ConcurrencyConflict, read and
+        decide again (`decide_all` must skip causes already in a history, as `execute` does); after
+        `attempts` tries the conflict is raised. Returns the positions of what was appended."""
+        for _ in range(self.attempts):
+            histories = await self.histories(stream_ids)
+            added = decide_all(histories)
+            appends = [(sid, len(histories[sid]), events) for sid, events in added.items() if events]
+            if not appends:
+                return []
+            try:
+                return await anyio.to_thread.run_sync(self.store.append_many, appends)
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"the {len(stream_ids)} streams kept moving for {self.attempts} attempts")
 
     async def execute(self, stream_id: uuid.UUID, cause: Cause, decide: Decide) -> list[int]:
         cause_id = str(cause.id)
@@ -62,15 +111,7 @@ class AggregateStore:
             if any(e.causation_id == cause_id for e in history):
                 log.debug("already handled", extra={"message_id": cause_id, "stream_id": str(stream_id)})
                 return []
-            decided: Sequence[Any] = decide(history)
-            now = self.clock()
-            events = [
-                Envelope(
-                    data=d, id=reply_id(cause.id, i), occurred_at=now,
-                    correlation_id=cause.correlation_id or cause_id, causation_id=cause_id,
-                )
-                for i, d in enumerate(decided)
-            ]
+            events = self.caused(cause, decide(history))
             try:
                 return await anyio.to_thread.run_sync(self.store.append, stream_id, len(history), events)
             except ConcurrencyConflict:

@@ -18,27 +18,35 @@ Outcomes of one delivery:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
+import anyio.abc
 from attrs import frozen
 from faststream import AckPolicy
 from faststream.redis import RedisRouter, RedisStreamMessage, StreamSub
 from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from actors.errors import Rejected
 from bus import wire
 from bus.dlq import dead_letter
 from bus.metrics import BusMetrics
 from bus.streams import DLQ, errors_key
+from bus.telemetry import context_from
 from contracts import ContractError, Envelope
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
+# Handles the envelopes of one read together (all stored, or none and an exception).
+BatchHandler = Callable[[Sequence[Envelope[Any]]], Awaitable[object]]
 
 # How long the first group to dead-letter a malformed entry remembers it, so the other groups reading
 # the same stream ack it without a second dead letter.
@@ -53,6 +61,8 @@ class ConsumerConfig:
     max_message_bytes: int
     maxlen: int
     polling_ms: int = 100
+    # The most entries one read of a batch reader takes (`subscribe_batch`).
+    batch_records: int = 50
 
 
 async def wire_parser(raw: Mapping[str, Any], original: Callable[..., Awaitable[Any]]) -> Any:
@@ -95,33 +105,101 @@ class StreamConsumer:
         self.failures = 0
 
     async def process(self, msg: RedisStreamMessage, *, reclaimed: bool) -> None:
+        """Handle one entry that FastStream delivered (the one-at-a-time path, and every reclaim)."""
         redis = await self.client()
         entry_id = _entry_id(msg)
         fields = msg.raw_message.get("data") or {}
-        raw, other = wire.split_fields(fields)
         deliveries = await msg.get_delivery_count() if reclaimed else 1
         if reclaimed and deliveries > self.config.max_deliveries:
             last = await redis.hget(errors_key(self.stream, self.group), entry_id)
             reason = f"failed {deliveries - 1} deliveries; last error: " + (
                 wire.text(last) if last else "unknown (the consumer died while handling it)"
             )
-            await self._dead_letter(redis, msg, raw, other, reason, deliveries - 1)
+            await self._dead_letter(redis, entry_id, fields, reason, deliveries - 1)
             return
+        envelope = await self._decode(redis, entry_id, fields, deliveries)
+        if envelope is None:
+            return
+        await self._handle_one(redis, entry_id, fields, envelope, deliveries=deliveries, reclaimed=reclaimed)
+
+    async def process_batch(self, entries: Sequence[tuple[Any, Mapping[Any, Any]]], handle_batch: BatchHandler) -> None:
+        """Handle the new entries of one read together: `handle_batch` gets every valid entry this
+        consumer accepts and stores what they decide at once; they are acknowledged in one XACK only
+        once it returned. Malformed entries are dead-lettered first, as one at a time. When the batch
+        fails (a store error, a conflict that persists, a rejected message), nothing of it was stored,
+        and each entry goes through the one-at-a-time path, which gives each its own outcome: stored
+        and acked, dead-lettered (Rejected), or left pending with its error for reclaim."""
+        redis = await self.client()
+        batch: list[tuple[str, Mapping[Any, Any], Envelope[Any]]] = []
+        ignored: list[str] = []
+        for raw_id, fields in entries:
+            entry_id = wire.text(raw_id)
+            envelope = await self._decode(redis, entry_id, fields, 1)
+            if envelope is None:
+                continue
+            if self.accepts is not None and envelope.type not in self.accepts:
+                ignored.append(entry_id)
+                continue
+            batch.append((entry_id, fields, envelope))
+        if ignored:
+            await redis.xack(self.stream, self.group, *ignored)
+            for _ in ignored:
+                self._count("ignored")
+        if not batch:
+            return
+        with _consume_span(self.stream, self.group, [(f, e) for _, f, e in batch]):
+            ids = [entry_id for entry_id, _, _ in batch]
+            try:
+                if self.metrics is None:
+                    await self._kept_claimed(redis, ids, handle_batch([e for _, _, e in batch]), reclaimed=False)
+                else:
+                    with self.metrics.timed(self.stream, self.group):
+                        await self._kept_claimed(redis, ids, handle_batch([e for _, _, e in batch]),
+                                                 reclaimed=False)
+            except Exception as exc:
+                log.info("batch of %d failed (%s: %s); handling its entries one at a time", len(batch),
+                         type(exc).__name__, exc, extra={"stream": self.stream, "group": self.group})
+
+                async def one_at_a_time() -> None:
+                    for entry_id, fields, envelope in batch:
+                        await self._handle_one(redis, entry_id, fields, envelope, deliveries=1, reclaimed=False)
+
+                # The entries still waiting their turn stay claimed: reclaim must not take them meanwhile.
+                await self._kept_claimed(redis, ids, one_at_a_time(), reclaimed=False)
+                return
+            await redis.xack(self.stream, self.group, *ids)
+        for entry_id, _, envelope in batch:
+            self.processed += 1
+            log.debug("handled", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
+                                        "type": envelope.type, "consumer": self.config.consumer,
+                                        "reclaimed": False, "batch": len(batch)})
+            self._count("handled")
+
+    async def _decode(
+        self, redis: Redis, entry_id: str, fields: Mapping[Any, Any], deliveries: int
+    ) -> Envelope[Any] | None:
+        """The entry's envelope; None when it is malformed (then dead-lettered, or acked if another
+        group of the stream dead-lettered it already)."""
         try:
-            envelope = wire.decode_fields(fields, max_bytes=self.config.max_message_bytes)
+            return wire.decode_fields(fields, max_bytes=self.config.max_message_bytes)
         except ContractError as exc:
             # Every group on this stream sees the same malformed entry; only the first records it.
             first = await redis.set(f"cars:dlq:seen:{self.stream}:{entry_id}", self.group, nx=True,
                                     ex=MALFORMED_SEEN_TTL_S)
             if first:
-                await self._dead_letter(redis, msg, raw, other, "invalid message: " + "; ".join(exc.errors),
+                await self._dead_letter(redis, entry_id, fields, "invalid message: " + "; ".join(exc.errors),
                                         deliveries)
             else:
-                await msg.ack()
+                await redis.xack(self.stream, self.group, entry_id)
                 self._count("ignored")
-            return
+            return None
+
+    async def _handle_one(
+        self, redis: Redis, entry_id: str, fields: Mapping[Any, Any], envelope: Envelope[Any], *,
+        deliveries: int, reclaimed: bool,
+    ) -> None:
         if self.accepts is not None and envelope.type not in self.accepts:
-            await msg.ack()
+            await redis.xack(self.stream, self.group, entry_id)
             self._count("ignored")
             return
         trace.get_current_span().set_attributes({
@@ -130,12 +208,12 @@ class StreamConsumer:
         })
         try:
             if self.metrics is None:
-                await self._handle_kept_claimed(redis, entry_id, envelope, reclaimed=reclaimed)
+                await self._kept_claimed(redis, [entry_id], self.handler(envelope), reclaimed=reclaimed)
             else:
                 with self.metrics.timed(self.stream, self.group):
-                    await self._handle_kept_claimed(redis, entry_id, envelope, reclaimed=reclaimed)
+                    await self._kept_claimed(redis, [entry_id], self.handler(envelope), reclaimed=reclaimed)
         except Rejected as exc:
-            await self._dead_letter(redis, msg, raw, other, f"rejected: {exc}", deliveries)
+            await self._dead_letter(redis, entry_id, fields, f"rejected: {exc}", deliveries)
             return
         except Exception as exc:
             # Transient until proven otherwise: leave it pending for reclaim, remember why.
@@ -150,7 +228,7 @@ class StreamConsumer:
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
             return
-        await msg.ack()
+        await redis.xack(self.stream, self.group, entry_id)
         self.processed += 1
         log.debug("handled", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
                                     "type": envelope.type, "consumer": self.config.consumer, "reclaimed": reclaimed})
@@ -158,13 +236,14 @@ class StreamConsumer:
         if reclaimed:
             await redis.hdel(errors_key(self.stream, self.group), entry_id)
 
-    async def _handle_kept_claimed(
-        self, redis: Redis, entry_id: str, envelope: Envelope[Any], *, reclaimed: bool
+    async def _kept_claimed(
+        self, redis: Redis, entry_ids: Sequence[Any], work: Awaitable[object], *, reclaimed: bool
     ) -> None:
-        """Run the handler. Meanwhile keep resetting the entry's idle time, so that a long handler (a
-        validation rerunning tests for minutes) is not mistaken for a dead one and reclaimed by another
-        consumer. XCLAIM ... JUSTID to the current owner resets the idle time without counting a
-        delivery. A process that dies stops doing this, and its entries become reclaimable as before.
+        """Await `work` (the handler). Meanwhile keep resetting the entries' idle time, so that a long
+        handler (a validation rerunning tests for minutes) is not mistaken for a dead one and reclaimed
+        by another consumer. XCLAIM ... JUSTID to the current owner resets the idle time without
+        counting a delivery. A process that dies stops doing this, and its entries become reclaimable
+        as before.
         """
         owner = f"{self.config.consumer}-reclaim" if reclaimed else self.config.consumer
         every_s = max(self.config.reclaim_idle_ms / 3000, 0.05)
@@ -173,15 +252,16 @@ class StreamConsumer:
             while True:
                 await anyio.sleep(every_s)
                 try:
-                    await redis.xclaim(self.stream, self.group, owner, 0, [entry_id], justid=True)
+                    await redis.xclaim(self.stream, self.group, owner, 0, list(entry_ids), justid=True)
                 except Exception as exc:  # a missed refresh risks a duplicate delivery, which is idempotent
-                    log.warning("could not refresh a pending entry", extra={"entry_id": entry_id, "error": str(exc)})
+                    log.warning("could not refresh a pending entry",
+                                extra={"entry_id": entry_ids[0], "error": str(exc)})
 
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(refresh)
             try:
-                await self.handler(envelope)
+                await work
             except Exception as exc:  # re-raised below, outside the task group (which would wrap it)
                 error = exc
             finally:
@@ -190,15 +270,14 @@ class StreamConsumer:
             raise error
 
     async def _dead_letter(
-        self, redis: Redis, msg: RedisStreamMessage, raw: bytes | None, other: dict[str, str], reason: str,
-        deliveries: int,
+        self, redis: Redis, entry_id: str, fields: Mapping[Any, Any], reason: str, deliveries: int,
     ) -> None:
-        entry_id = _entry_id(msg)
+        raw, other = wire.split_fields(fields)
         await dead_letter(
             redis, stream=self.stream, group=self.group, original_id=entry_id, raw_message=raw,
             other_fields=other, reason=reason, deliveries=deliveries, maxlen=self.config.maxlen,
         )
-        await msg.ack()
+        await redis.xack(self.stream, self.group, entry_id)
         await redis.hdel(errors_key(self.stream, self.group), entry_id)
         self.dead_lettered += 1
         self._count("dead_lettered")
@@ -207,10 +286,104 @@ class StreamConsumer:
         log.warning("dead-lettered", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
                                             "reason": reason})
 
-
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.consumed_one(self.stream, self.group, outcome)
+
+
+class ConsumerGroupGone(RuntimeError):
+    """The consumer group of a batch reader no longer exists (deleted, or the stream or Redis flushed):
+    the process exits non-zero, and the supervisor's restart recreates it (as for FastStream's
+    subscribers, see `bus.runtime.Platform.watch_subscribers`)."""
+
+
+class BatchReader:
+    """Reads the new entries of (stream, group) and hands them to `process_batch` a read at a time.
+
+    How much one read takes adapts to the load. An idle reader waits (XREADGROUP BLOCK, woken by the
+    next XADD at once) for ONE entry, so a burst arriving while several consumers of the group wait
+    is shared between them, as with the one-at-a-time subscribers. After each batch it takes, without
+    waiting, up to `batch_records` entries that queued up meanwhile: under load the batches grow, and
+    so does what one transaction stores. An empty read sends it back to waiting for one.
+
+    A batch that was started is finished (and acknowledged) on shutdown, within `GRACE_S`; otherwise
+    its entries stay pending and the reclaim subscriber retries them (idempotently).
+    """
+
+    GRACE_S = 10.0
+    ERROR_PAUSE_S = 1.0
+
+    def __init__(self, consumer: StreamConsumer, handle_batch: BatchHandler) -> None:
+        self.consumer = consumer
+        self.handle_batch = handle_batch
+        self.batches = 0
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        c = self.consumer
+        redis = await c.client()
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists. New groups start at `$`, as FastStream's.
+            await redis.xgroup_create(c.stream, c.group, id="$", mkstream=True)
+        task_status.started()
+        count: int = 1
+        block: int | None = c.config.polling_ms
+        while True:
+            try:
+                reply: Any = await redis.xreadgroup(c.group, c.config.consumer, {c.stream: ">"}, count=count,
+                                                    block=block)
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    raise ConsumerGroupGone(
+                        f"stopped consuming {c.stream} (group {c.group}): the consumer group no longer exists "
+                        "(deleted, or the stream was deleted or Redis flushed). Exiting so that a restart "
+                        "recreates it.") from None
+                # Redis away, or UNBLOCKED (the stream was deleted while we waited: the next read says
+                # NOGROUP); FastStream's subscribers pause and read again too.
+                log.warning("reading %s failed: %s; again in %.1f s", c.stream, exc, self.ERROR_PAUSE_S)
+                await anyio.sleep(self.ERROR_PAUSE_S)
+                count, block = 1, c.config.polling_ms
+                continue
+            entries = [entry for _, stream_entries in reply or [] for entry in stream_entries]
+            if not entries:
+                count, block = 1, c.config.polling_ms
+                continue
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.GRACE_S):
+                    await c.process_batch(entries, self.handle_batch)
+            except (RedisError, OSError) as exc:
+                # Redis went away mid-batch (an XACK, a dead letter): what was not acked stays pending,
+                # and reclaim retries it (idempotently).
+                log.warning("a batch of %s was cut short: %s", c.stream, exc)
+                await anyio.sleep(self.ERROR_PAUSE_S)
+                count, block = 1, c.config.polling_ms
+                continue
+            self.batches += 1
+            count, block = c.config.batch_records, None  # no BLOCK: what is there now, or nothing
+
+
+@contextlib.contextmanager
+def _consume_span(stream: str, group: str, batch: Sequence[tuple[Mapping[Any, Any], Envelope[Any]]]) -> Iterator[None]:
+    """The CONSUMER span a batch is handled in, named as FastStream names its spans. One entry with a
+    producer's trace context continues that trace, as the one-at-a-time subscriber does; a batch of
+    several starts a trace of its own, linked to each producer's (a span has one parent)."""
+    contexts = [context_from(wire.split_fields(fields)[1]) for fields, _ in batch]
+    parent = contexts[0] if len(batch) == 1 else None
+    links = [Link(trace.get_current_span(ctx).get_span_context()) for ctx in contexts if ctx is not None]
+    if parent is None:
+        create = tracer.start_span(f"{stream} create", kind=SpanKind.CONSUMER, links=links)
+        create.end()
+        parent = trace.set_span_in_context(create)
+    types = sorted({e.type for _, e in batch})
+    attributes: dict[str, Any] = {
+        "messaging.system": "redis", "messaging.operation": "process",
+        "messaging.destination_publish.name": stream, "messaging.batch.message_count": len(batch),
+        "cars.message.type": ",".join(types), "cars.consumer_group": group,
+    }
+    if len(batch) == 1:
+        envelope = batch[0][1]
+        attributes.update({"cars.message.id": str(envelope.id), "cars.correlation_id": envelope.correlation_id})
+    with tracer.start_as_current_span(f"{stream} process", context=parent, kind=SpanKind.CONSUMER,
+                                      links=links, attributes=attributes):
+        yield
 
 
 def _entry_id(msg: RedisStreamMessage) -> str:
@@ -239,6 +412,29 @@ def subscribe(
     async def fresh(body: Any, msg: RedisStreamMessage) -> None:
         await consumer.process(msg, reclaimed=False)
 
+    _reclaim_subscriber(router, consumer, title)
+    return consumer
+
+
+def subscribe_batch(
+    router: RedisRouter, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
+    handle_batch: BatchHandler, accepts: frozenset[str] | None, config: ConsumerConfig, title: str,
+    metrics: BusMetrics | None = None,
+) -> tuple[StreamConsumer, BatchReader]:
+    """As `subscribe`, but new entries are read by a BatchReader (to run in the caller's task group)
+    and handled `handle_batch` a read at a time; `handler` handles them one at a time when a batch
+    fails, and on every reclaim (the reclaim subscriber is added to `router` as by `subscribe`)."""
+    consumer = StreamConsumer(
+        client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config,
+        metrics=metrics,
+    )
+    _reclaim_subscriber(router, consumer, title)
+    return consumer, BatchReader(consumer, handle_batch)
+
+
+def _reclaim_subscriber(router: RedisRouter, consumer: StreamConsumer, title: str) -> None:
+    config, stream, group = consumer.config, consumer.stream, consumer.group
+
     @router.subscriber(
         stream=StreamSub(
             stream, group=group, consumer=f"{config.consumer}-reclaim", min_idle_time=config.reclaim_idle_ms,
@@ -248,5 +444,3 @@ def subscribe(
     )
     async def reclaim(body: Any, msg: RedisStreamMessage) -> None:
         await consumer.process(msg, reclaimed=True)
-
-    return consumer

@@ -21,6 +21,7 @@ is published as a child of the batch span.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -106,6 +107,17 @@ class Relay:
         self.stats = RelayStats()
         self.metrics = metrics
         self._checked_store = False
+        self._woken = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Look at the log now rather than at the next poll; safe to call from any thread (the event
+        store calls it in the appending thread, see `EventStore.on_append`)."""
+        loop = self._loop
+        if loop is None:
+            return  # not running yet: its first round reads everything anyway
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to wake
+            loop.call_soon_threadsafe(self._woken.set)
 
     async def position(self) -> int:
         """The last log position committed to Redis (0: nothing relayed yet)."""
@@ -157,12 +169,15 @@ class Relay:
     async def run(self, stop: anyio.Event | None = None, poll_s: float = 0.05) -> None:
         """Relay until `stop` is set (or the task is cancelled).
 
-        A full batch is followed at once by the next one; an idle relay looks again every `poll_s`.
+        A full batch is followed at once by the next one; an idle relay looks again every `poll_s`, or
+        as soon as `wake()` is called (an append of this process).
         Transient faults (RETRYABLE) are logged and retried with a backoff capped at `backoff_max_s`.
         """
         stop = stop or anyio.Event()
+        self._loop = asyncio.get_running_loop()
         delay = BACKOFF_FIRST_S
         while not stop.is_set():
+            self._woken = anyio.Event()  # an append from now on wakes the wait below
             try:
                 published = await self.relay_once()
             except RETRYABLE as exc:
@@ -174,7 +189,8 @@ class Relay:
                 continue
             delay = BACKOFF_FIRST_S
             if published < self.batch:
-                await _sleep_unless(stop, poll_s)
+                # (`stop` is looked at after the pause: at most `poll_s` late)
+                await _sleep_unless(self._woken, poll_s)
 
     def _read(self, after: int) -> list[Recorded]:
         """Runs in a worker thread: the store is blocking."""

@@ -32,6 +32,7 @@ from actors.errors import Rejected
 from actors.healer import ranking
 from actors.healer import router as healer
 from actors.healer.strategies import all_strategies
+from actors.monitor import batch as monitor_batch
 from actors.monitor import router as monitor
 from actors.monitor.ingest import parse_report
 from actors.monitor.schedule import run_monitoring
@@ -48,7 +49,7 @@ from bus import streams, wire
 from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
 from bus.audit import aggregate_state
-from bus.consumer import ConsumerConfig, StreamConsumer, subscribe
+from bus.consumer import BatchReader, ConsumerConfig, StreamConsumer, subscribe, subscribe_batch
 from bus.dlq import dlq_size, list_dead_letters
 from bus.embedded import EmbeddedRedis, running_bus_url
 from bus.metrics import BusMetrics, render, source_up_family, store_position_family, stream_families
@@ -208,6 +209,7 @@ class Platform:
     broker: RedisBroker | None = None
     client: Redis | None = None
     consumers: dict[str, StreamConsumer] = field(factory=dict)
+    readers: list[BatchReader] = field(factory=list)  # run beside the broker's subscribers
     started_at: dt.datetime = field(factory=utcnow)
     http_port: int | None = None
     metrics_port: int | None = None
@@ -348,6 +350,15 @@ class Platform:
         else:
             raise ValueError(f"unknown actor {actor!r}; known: {', '.join(ACTORS)}")
         for stream, accepts in subscriptions.items():
+            if actor == "monitor" and stream == streams.INGEST:
+                # Runs are many and alike: read in batches, decided together, stored in one transaction.
+                self.consumers[f"{actor}@{stream}"], reader = subscribe_batch(
+                    router, client=self.redis, stream=stream, group=actor, handler=handler,
+                    handle_batch=functools.partial(monitor_batch.handle_runs, self.monitor_deps()),
+                    accepts=accepts, config=self.consumer_config(), title=actor, metrics=self.metrics,
+                )
+                self.readers.append(reader)
+                continue
             self.consumers[f"{actor}@{stream}"] = subscribe(
                 router, client=self.redis, stream=stream, group=actor, handler=handler, accepts=accepts,
                 config=self.consumer_config(), title=actor, metrics=self.metrics,
@@ -474,7 +485,13 @@ class Platform:
         await self._create_event_groups()
         await self.broker.start()
         try:
-            yield self
+            async with anyio.create_task_group() as readers:
+                for reader in self.readers:
+                    await readers.start(reader.run)
+                try:
+                    yield self
+                finally:
+                    readers.cancel_scope.cancel()  # a batch under way is finished first (BatchReader)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.broker.stop()
@@ -567,9 +584,11 @@ class Platform:
                 await anyio.to_thread.run_sync(runner.setup)
                 tg.start_soon(keep_projecting, runner, s.poll_ms / 1000)
             if self.relay:
-                tg.start_soon(Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch,
-                                    metrics=self.metrics).run,
-                              None, s.poll_ms / 1000)
+                relay = Relay(self.store, await self.redis(), maxlen=s.stream_maxlen, batch=s.relay_batch,
+                              metrics=self.metrics)
+                # What this process appends is published at once; the poll finds other processes' appends.
+                self.store.on_append(relay.wake)
+                tg.start_soon(relay.run, None, s.poll_ms / 1000)
             if "registry" in self.actors and (self.projections or s.store == "postgres"):
                 # The sweep reads the services view: kept by this process's projections, or, on
                 # PostgreSQL, by the process that runs them (`cars up --actors none`) in the shared

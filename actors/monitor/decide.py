@@ -127,11 +127,15 @@ def assess(run: RunReported, config: MonitorConfig) -> Assessment:
     return Assessment(attempts=attempts, failures=failures, storm=storm)
 
 
-def decide_run(state: RunState, run: RunReported, config: MonitorConfig) -> list[Any]:
-    """The events a reported run adds to its run stream."""
+def decide_run(
+    state: RunState, run: RunReported, config: MonitorConfig, assessed: Assessment | None = None,
+) -> list[Any]:
+    """The events a reported run adds to its run stream (`assessed`: `assess(run, config)`, when the
+    caller has it already)."""
     if state.recorded:
         return []  # the same run reported again under a new message id
-    assessed = assess(run, config)
+    if assessed is None:
+        assessed = assess(run, config)
     counts = {o: sum(1 for a in assessed.attempts if a.outcome is o) for o in Outcome}
     events: list[Any] = [RunRecorded(
         project=run.project, run_id=run.run_id, commit=run.commit, total=len(assessed.attempts),

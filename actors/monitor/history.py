@@ -114,8 +114,14 @@ def collapse(results: Iterable[TestResult]) -> list[Attempts]:
     A result list may name a test more than once when the runner retried it; the last attempt is the
     outcome, and a pass next to a failure marks the run as having seen the test flake.
     """
+    listed = list(results)
+    if len({r.test_id for r in listed}) == len(listed):
+        # The common case, kept cheap (a run lists thousands of tests): every test ran once.
+        failed, error = Outcome.FAILED, Outcome.ERROR
+        return [Attempts(test_id=r.test_id, outcome=r.outcome, mixed=False,
+                         failure=r if r.outcome is failed or r.outcome is error else None) for r in listed]
     seen: dict[str, list[TestResult]] = {}
-    for result in results:
+    for result in listed:
         seen.setdefault(result.test_id, []).append(result)
     collapsed = []
     for test_id, attempts in seen.items():
@@ -199,10 +205,13 @@ def outcomes(watch: Watch, attempts: Sequence[Attempts]) -> tuple[TestOutcome, .
     )
 
 
-def record_run(watch: Watch, run: RunReported, config: FlakinessConfig) -> list[Any]:
+def record_run(
+    watch: Watch, run: RunReported, config: FlakinessConfig, attempts: Sequence[Attempts] | None = None,
+) -> list[Any]:
     """The events one (non-storm) run adds to the watch stream: its watched outcomes, then a
-    `test.flakiness.changed` for each test whose verdict no longer matches its flag."""
-    recorded = outcomes(watch, collapse(run.results))
+    `test.flakiness.changed` for each test whose verdict no longer matches its flag (`attempts`:
+    `collapse(run.results)`, when the caller has it already)."""
+    recorded = outcomes(watch, collapse(run.results) if attempts is None else attempts)
     if not recorded and not watch.tests:
         return []
     event = OutcomesRecorded(project=run.project, run_id=run.run_id, commit=run.commit, outcomes=recorded)

@@ -76,7 +76,8 @@ async def _run_reported(deps: MonitorDeps, envelope: Envelope[Any], run: RunRepo
     config = deps.config
     flakiness = config.flakiness
     flaky: frozenset[str] = frozenset()
-    if decide.assess(run, config).storm is None:
+    assessed = decide.assess(run, config)
+    if assessed.storm is None:
         # The watch is a second stream, so it gets a cause of its own: derived from the run, not the
         # message, so a run reported twice under two message ids is recorded once; and distinct from
         # the message id, so its events' ids (derived from the cause) never equal the run stream's.
@@ -84,7 +85,7 @@ async def _run_reported(deps: MonitorDeps, envelope: Envelope[Any], run: RunRepo
         watch_id = watching.watch_id(run.project)
 
         def record(history: Sequence[Envelope[Any]]) -> list[Any]:
-            return watching.record_run(watching.fold(history, flakiness), run, flakiness)
+            return watching.record_run(watching.fold(history, flakiness), run, flakiness, assessed.attempts)
 
         await deps.aggregates.execute(watch_id, tick, record)
         # Read back rather than reuse: after a crash between the two appends, the redelivery finds the
@@ -93,6 +94,6 @@ async def _run_reported(deps: MonitorDeps, envelope: Envelope[Any], run: RunRepo
 
     def decide_run(history: Sequence[Envelope[Any]]) -> list[Any]:
         state = decide.RunState(recorded=decide.fold_run(history), flaky=flaky)
-        return decide.decide_run(state, run, config)
+        return decide.decide_run(state, run, config, assessed)
 
     await deps.aggregates.execute(decide.run_stream_id(run.project, run.run_id), envelope, decide_run)
