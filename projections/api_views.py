@@ -140,7 +140,7 @@ async def statistics(request: Request) -> Response:
     # thread, and this route is meant to answer a burst from memory without one.
     deps: ApiDeps = request.app.state.deps
     reader = _statistics_reader(request, _views(deps))
-    body = reader.recent() or await anyio.to_thread.run_sync(reader.encoded)
+    body = reader.recent() or await reader.answer()
     return Response(body, media_type="application/json")
 
 

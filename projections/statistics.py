@@ -46,6 +46,9 @@ import time
 import uuid
 from typing import Any
 
+import anyio
+import anyio.to_thread
+
 from contracts.environments import (
     EnvironmentExpired,
     EnvironmentFailed,
@@ -437,6 +440,10 @@ class StatisticsReader:
     Checking the position is one small query; it is done at most every `max_age_s` seconds (the
     runner itself only looks for new events every CARS_POLL_MS), so a burst of requests is answered
     from memory, at most `max_age_s` behind the view. The counters are read again only when it moved.
+
+    `answer()` (the event loop's way in) checks at most once at a time: requests that find the memory
+    older than `max_age_s` while a check is under way wait for that one instead of each starting their
+    own in a worker thread, so a burst costs one query per `max_age_s`, not one per request.
     """
 
     def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX, max_age_s: float = 0.05) -> None:
@@ -445,12 +452,14 @@ class StatisticsReader:
         self.max_age_s = max_age_s
         self._cached: tuple[int, dict[str, Any], bytes] | None = None
         self._checked_at = 0.0
+        self._checking: anyio.Event | None = None  # set when the check under way is over
+        self.checks = 0  # positions read: how many times a request could not be answered from memory
 
     def __call__(self) -> dict[str, Any]:
         return self._current()[1]
 
     def encoded(self) -> bytes:
-        """The statistics as compact JSON (encoded once per position)."""
+        """The statistics as compact JSON (encoded once per position). Blocking."""
         return self._current()[2]
 
     def recent(self) -> bytes | None:
@@ -460,7 +469,26 @@ class StatisticsReader:
             return cached[2]
         return None
 
+    async def answer(self) -> bytes:
+        """The encoded statistics, checked against the view at most once per `max_age_s` for all callers
+        together (call from one event loop only)."""
+        while True:
+            if (body := self.recent()) is not None:
+                return body
+            checking = self._checking
+            if checking is None:
+                break
+            await checking.wait()  # then look again: the check may have failed, or been too slow to count
+        self._checking = done = anyio.Event()
+        try:
+            # Not abandoned on cancellation: the thread's answer is remembered for the waiting requests.
+            return await anyio.to_thread.run_sync(self.encoded)
+        finally:
+            self._checking = None
+            done.set()
+
     def _current(self) -> tuple[int, dict[str, Any], bytes]:
+        self.checks += 1
         with self.db.transaction(readonly=True) as tx:
             tx.execute(f"SELECT position FROM {self.prefix}tracking WHERE view = ?", (StatisticsView.name,))
             found = tx.fetchone()

@@ -4,6 +4,8 @@ is written, and `replay --check` of every view (all of `default_views`) after it
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +97,28 @@ class OperatorViewsContract:
         assert StatisticsReader(db, max_age_s=0.0)()["storms"]["total"] == 2
         assert reader.recent() is first
         assert reader.encoded() != first and reader()["storms"]["total"] == 2
+
+    async def test_concurrent_statistics_requests_share_one_check_of_the_view(
+        self, store: EventStore, db: ViewDB
+    ) -> None:
+        writer = write_operator_history(store)
+        runner = ProjectionRunner(store, db, default_views())
+        runner.catch_up()
+        reader = StatisticsReader(db, max_age_s=0.5)
+        # When 50 requests arrive together at a reader that has checked nothing yet
+        answers = await asyncio.gather(*(reader.answer() for _ in range(50)))
+        # Then one of them read the view, and every one got its answer
+        assert reader.checks == 1 and len(set(answers)) == 1
+        assert json.loads(answers[0]) == read_statistics(db)
+        # When a storm is folded, within the max age the remembered answer still stands; after it, the new one
+        writer.run("web", "w9", [StormDetected(project="web", run_id="w9", failed_share=1.0, reason="all failed")],
+                   90000, failed=10)
+        runner.catch_up()
+        assert await reader.answer() == answers[0] and reader.checks == 1
+        await asyncio.sleep(0.55)
+        fresh = await asyncio.gather(*(reader.answer() for _ in range(50)))
+        assert reader.checks == 2 and len(set(fresh)) == 1
+        assert json.loads(fresh[0])["storms"]["total"] == 2 == read_statistics(db)["storms"]["total"]
 
     def test_timeline_flaky_tests_and_trends(self, store: EventStore, db: ViewDB) -> None:
         write_operator_history(store)
