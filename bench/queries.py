@@ -86,7 +86,17 @@ def one_request(url: str) -> tuple[int, float]:
     return size, time.perf_counter() - t0
 
 
-def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
+def profiled(pid: int, out: Path | None, duration: float) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `pid` for `duration` s into `out` (collapsed stacks, one per line) while wrk runs, when asked."""
+    if out is None:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", f"{max(1, int(duration) - 1)}",
+                             "--rate", "200", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(repairs: int, connections: int, duration: float, profile: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration}
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as d, private_redis(Path(d)) as url:
         home = Path(d) / "up"
@@ -110,12 +120,18 @@ def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
             paths = served_paths(cars.base_url)
             routes = ["/statistics", "/repairs", "/services"]
             out["statistics_served"] = "/statistics" in paths
+            spy = profiled(cars.proc.pid, profile and profile / "health.txt", duration)
             out["health"] = wrk(cars.base_url + "/health", connections, duration)
+            if spy is not None:
+                spy.wait(timeout=60)
             for route in routes:
                 if route not in paths:
                     continue
                 size, seconds = one_request(cars.base_url + route)
+                spy = profiled(cars.proc.pid, profile and profile / f"{route.strip('/')}.txt", duration)
                 out[route] = wrk(cars.base_url + route, connections, duration)
+                if spy is not None:
+                    spy.wait(timeout=60)
                 out[route].update(response_bytes=size, single_request_s=seconds)
             out["rss_mb"] = cars.rss_mb()
     return out
@@ -126,8 +142,12 @@ def main() -> None:
     ap.add_argument("--repairs", type=int, default=100_000)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--profile", type=Path, help="Also sample the server with py-spy during each route's wrk run "
+                    "(collapsed stacks, flamegraph.pl input, in this folder; sampling costs CPU: the figures drop)")
     args = ap.parse_args()
-    result = measure(args.repairs, args.connections, args.duration)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    result = measure(args.repairs, args.connections, args.duration, args.profile)
     write_result("queries", result)
     print(json.dumps(result, indent=2))
 

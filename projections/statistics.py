@@ -441,9 +441,10 @@ class StatisticsReader:
     runner itself only looks for new events every CARS_POLL_MS), so a burst of requests is answered
     from memory, at most `max_age_s` behind the view. The counters are read again only when it moved.
 
-    `answer()` (the event loop's way in) checks at most once at a time: requests that find the memory
-    older than `max_age_s` while a check is under way wait for that one instead of each starting their
-    own in a worker thread, so a burst costs one query per `max_age_s`, not one per request.
+    `answer()` (the event loop's way in) checks at most once at a time: while one request checks the
+    view in a worker thread, the others are answered from memory at once (at most `max_age_s` plus
+    that check's duration behind), or, when nothing is remembered yet, wait for that check instead of
+    starting their own. A burst costs one query per `max_age_s`, and only one request in it waits.
     """
 
     def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX, max_age_s: float = 0.05) -> None:
@@ -478,10 +479,12 @@ class StatisticsReader:
             checking = self._checking
             if checking is None:
                 break
-            await checking.wait()  # then look again: the check may have failed, or been too slow to count
+            if (cached := self._cached) is not None:
+                return cached[2]  # another request is checking: the answer it replaces is at most that old
+            await checking.wait()  # the first answer: then look again (the check may have failed)
         self._checking = done = anyio.Event()
         try:
-            # Not abandoned on cancellation: the thread's answer is remembered for the waiting requests.
+            # Not abandoned on cancellation: the thread's answer is remembered for the requests after it.
             return await anyio.to_thread.run_sync(self.encoded)
         finally:
             self._checking = None
