@@ -342,9 +342,9 @@ async def ready(deps: Deps) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-async def services(deps: Deps) -> ServiceList:
+async def services(request: Request, deps: Deps) -> ServiceList:
     """Registered services and their last heartbeat (the services view)."""
-    rows = await anyio.to_thread.run_sync(deps.list_services)
+    rows = await read_views(request, deps.list_services)
     return ServiceList(services=list(rows))
 
 
