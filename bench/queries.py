@@ -3,14 +3,16 @@
 A store with `--repairs` repairs (heal.requested + repair.completed each, written as in replay.py) is
 folded into the views with `cars replay`'s rebuild; then a real `cars up` serves it (its relay
 position is set to the end of the store first, so it does not republish history meanwhile) and
-`wrk` (Debian's package) drives each route with `--connections` connections for `--duration` s.
+`wrk` (Debian's package) drives each route with `--connections` connections for `--duration` s in all,
+in `--rounds` runs taken in turn with the other routes and the baseline (the median run is reported):
+the machine is shared, and its load moves.
 
 Routes: `GET /statistics` when the running CARS serves it (read from its /openapi.json, so the figure
 appears by itself once the route exists; nothing is reported while it does not), `GET /repairs`
 and `GET /services`. Baseline, same process and run: `GET /health`, the cheapest route: the floor of
 the HTTP stack (uvicorn + FastAPI) on this machine.
 
-Usage: python bench/queries.py [--repairs N] [--connections C] [--duration S]
+Usage: python bench/queries.py [--repairs N] [--connections C] [--duration S] [--rounds R] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -96,8 +98,13 @@ def profiled(pid: int, out: Path | None, duration: float) -> subprocess.Popen[by
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(repairs: int, connections: int, duration: float, profile: Path | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration}
+def measure(repairs: int, connections: int, duration: float, profile: Path | None = None, rounds: int = 3,
+            command: tuple[str, ...] = ("up",)) -> dict[str, Any]:
+    """Each route (and the baseline) for `duration` s in all, split into `rounds` wrk runs taken in turn;
+    a route's figures are those of its median run (by requests/s), every run is kept under `runs`."""
+    each_s = max(2.0, duration / rounds)
+    out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration,
+                           "command": ["cars", *command]}
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as d, private_redis(Path(d)) as url:
         home = Path(d) / "up"
         home.mkdir()
@@ -115,24 +122,29 @@ def measure(repairs: int, connections: int, duration: float, profile: Path | Non
         client.close()
         db.close()
         store.close()
-        with Cars(home, url, name="up") as cars:
+        with Cars(home, url, name="up", command=command) as cars:
             cars.wait_ready(timeout_s=120)
             paths = served_paths(cars.base_url)
-            routes = ["/statistics", "/repairs", "/services"]
+            routes = ["/health", *(r for r in ("/statistics", "/repairs", "/services") if r in paths)]
             out["statistics_served"] = "/statistics" in paths
-            spy = profiled(cars.proc.pid, profile and profile / "health.txt", duration)
-            out["health"] = wrk(cars.base_url + "/health", connections, duration)
-            if spy is not None:
-                spy.wait(timeout=60)
-            for route in routes:
-                if route not in paths:
-                    continue
-                size, seconds = one_request(cars.base_url + route)
-                spy = profiled(cars.proc.pid, profile and profile / f"{route.strip('/')}.txt", duration)
-                out[route] = wrk(cars.base_url + route, connections, duration)
-                if spy is not None:
-                    spy.wait(timeout=60)
-                out[route].update(response_bytes=size, single_request_s=seconds)
+            out["rounds"] = rounds
+            runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
+            for route in routes[1:]:
+                out[route] = dict(zip(("response_bytes", "single_request_s"), one_request(cars.base_url + route),
+                                      strict=True))
+            # Round after round, every route once, the baseline first: a change in the machine's load
+            # (it is shared) falls on the baseline and the routes alike, not on whichever ran last.
+            for n in range(rounds):
+                for route in routes:
+                    out_file = profile / f"{route.strip('/')}.txt" if profile is not None and n == 0 else None
+                    spy = profiled(cars.proc.pid, out_file, each_s)
+                    runs[route].append(wrk(cars.base_url + route, connections, each_s))
+                    if spy is not None:
+                        spy.wait(timeout=60)
+            for route, measured in runs.items():
+                median = sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
+                key = "health" if route == "/health" else route
+                out[key] = {**median, **out.get(key, {}), "runs": measured}
             out["rss_mb"] = cars.rss_mb()
     return out
 
@@ -142,12 +154,14 @@ def main() -> None:
     ap.add_argument("--repairs", type=int, default=100_000)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3, help="wrk runs per route, taken in turn with the others "
+                    "(the median is reported)")
     ap.add_argument("--profile", type=Path, help="Also sample the server with py-spy during each route's wrk run "
                     "(collapsed stacks, flamegraph.pl input, in this folder; sampling costs CPU: the figures drop)")
     args = ap.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    result = measure(args.repairs, args.connections, args.duration, args.profile)
+    result = measure(args.repairs, args.connections, args.duration, args.profile, args.rounds)
     write_result("queries", result)
     print(json.dumps(result, indent=2))
 
