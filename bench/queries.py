@@ -98,11 +98,29 @@ def profiled(pid: int, out: Path | None, duration: float) -> subprocess.Popen[by
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def in_rounds(base_url: str, routes: list[str], connections: int, duration: float, rounds: int,
+              pid: int | None = None, profile: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Each route for `duration` s in all, in `rounds` wrk runs taken in turn (the first route, the
+    baseline, first in each round): a change in the machine's load (it is shared) falls on the baseline
+    and the routes alike, not on whichever ran last. Per route: its median run (by requests/s), and every
+    run under `runs`. With `profile`, py-spy samples `pid` during the first round."""
+    each_s = max(2.0, duration / rounds)
+    runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
+    for n in range(rounds):
+        for route in routes:
+            out_file = profile / f"{route.strip('/')}.txt" if profile is not None and n == 0 else None
+            spy = profiled(pid, out_file, each_s) if pid is not None else None
+            runs[route].append(wrk(base_url + route, connections, each_s))
+            if spy is not None:
+                spy.wait(timeout=60)
+    return {route: {**sorted(measured, key=lambda r: r["rps"])[len(measured) // 2], "runs": measured}
+            for route, measured in runs.items()}
+
+
 def measure(repairs: int, connections: int, duration: float, profile: Path | None = None, rounds: int = 3,
             command: tuple[str, ...] = ("up",)) -> dict[str, Any]:
     """Each route (and the baseline) for `duration` s in all, split into `rounds` wrk runs taken in turn;
     a route's figures are those of its median run (by requests/s), every run is kept under `runs`."""
-    each_s = max(2.0, duration / rounds)
     out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration,
                            "command": ["cars", *command]}
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as d, private_redis(Path(d)) as url:
@@ -128,23 +146,13 @@ def measure(repairs: int, connections: int, duration: float, profile: Path | Non
             routes = ["/health", *(r for r in ("/statistics", "/repairs", "/services") if r in paths)]
             out["statistics_served"] = "/statistics" in paths
             out["rounds"] = rounds
-            runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
             for route in routes[1:]:
                 out[route] = dict(zip(("response_bytes", "single_request_s"), one_request(cars.base_url + route),
                                       strict=True))
-            # Round after round, every route once, the baseline first: a change in the machine's load
-            # (it is shared) falls on the baseline and the routes alike, not on whichever ran last.
-            for n in range(rounds):
-                for route in routes:
-                    out_file = profile / f"{route.strip('/')}.txt" if profile is not None and n == 0 else None
-                    spy = profiled(cars.proc.pid, out_file, each_s)
-                    runs[route].append(wrk(cars.base_url + route, connections, each_s))
-                    if spy is not None:
-                        spy.wait(timeout=60)
-            for route, measured in runs.items():
-                median = sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
+            for route, figures in in_rounds(cars.base_url, routes, connections, duration, rounds,
+                                            cars.proc.pid, profile).items():
                 key = "health" if route == "/health" else route
-                out[key] = {**median, **out.get(key, {}), "runs": measured}
+                out[key] = {**figures, **out.get(key, {})}
             out["rss_mb"] = cars.rss_mb()
     return out
 
