@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -98,6 +99,17 @@ def profiled(pid: int, out: Path | None, duration: float) -> subprocess.Popen[by
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) the process `pid` has used, from /proc; None without one."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def in_rounds(base_url: str, routes: list[str], connections: int, duration: float, rounds: int,
               pid: int | None = None, profile: Path | None = None) -> dict[str, dict[str, Any]]:
     """Each route for `duration` s in all, in `rounds` wrk runs taken in turn (the first route, the
@@ -110,7 +122,13 @@ def in_rounds(base_url: str, routes: list[str], connections: int, duration: floa
         for route in routes:
             out_file = profile / f"{route.strip('/')}.txt" if profile is not None and n == 0 else None
             spy = profiled(pid, out_file, each_s) if pid is not None else None
-            runs[route].append(wrk(base_url + route, connections, each_s))
+            cpu = cpu_s(pid)
+            run = wrk(base_url + route, connections, each_s)
+            if cpu is not None and run["requests"]:
+                # The server's CPU time per answered request: what the machine's load does not change
+                # (it includes whatever else the process did meanwhile, e.g. polling its subscribers).
+                run["cpu_ms_per_request"] = round(((cpu_s(pid) or cpu) - cpu) * 1000 / run["requests"], 3)
+            runs[route].append(run)
             if spy is not None:
                 spy.wait(timeout=60)
     return {route: {**sorted(measured, key=lambda r: r["rps"])[len(measured) // 2], "runs": measured}

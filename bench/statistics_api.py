@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -131,7 +132,8 @@ def main() -> None:
         stats = json.loads(subprocess.run(["curl", "-s", f"{base}/statistics"], capture_output=True,
                                           check=True).stdout)
         assert stats["repairs"]["repairs"] == args.repairs, stats["repairs"]
-        figures = in_rounds(base, ["/health", "/statistics"], args.connections, args.seconds, args.rounds)
+        figures = in_rounds(base, ["/health", "/statistics"], args.connections, args.seconds, args.rounds,
+                            pid=os.getpid())
         baseline, measured = figures["/health"], figures["/statistics"]
         server.should_exit = True
         thread.join(timeout=10)
