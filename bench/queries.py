@@ -3,20 +3,23 @@
 A store with `--repairs` repairs (heal.requested + repair.completed each, written as in replay.py) is
 folded into the views with `cars replay`'s rebuild; then a real `cars up` serves it (its relay
 position is set to the end of the store first, so it does not republish history meanwhile) and
-`wrk` (Debian's package) drives each route with `--connections` connections for `--duration` s.
+`wrk` (Debian's package) drives each route with `--connections` connections for `--duration` s in all,
+in `--rounds` runs taken in turn with the other routes and the baseline (the median run is reported):
+the machine is shared, and its load moves.
 
 Routes: `GET /statistics` when the running CARS serves it (read from its /openapi.json, so the figure
 appears by itself once the route exists; nothing is reported while it does not), `GET /repairs`
 and `GET /services`. Baseline, same process and run: `GET /health`, the cheapest route: the floor of
 the HTTP stack (uvicorn + FastAPI) on this machine.
 
-Usage: python bench/queries.py [--repairs N] [--connections C] [--duration S]
+Usage: python bench/queries.py [--repairs N] [--connections C] [--duration S] [--rounds R] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -86,8 +89,58 @@ def one_request(url: str) -> tuple[int, float]:
     return size, time.perf_counter() - t0
 
 
-def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration}
+def profiled(pid: int, out: Path | None, duration: float) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `pid` for `duration` s into `out` (collapsed stacks, one per line) while wrk runs, when asked."""
+    if out is None:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", f"{max(1, int(duration) - 1)}",
+                             "--rate", "200", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) the process `pid` has used, from /proc; None without one."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def in_rounds(base_url: str, routes: list[str], connections: int, duration: float, rounds: int,
+              pid: int | None = None, profile: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Each route for `duration` s in all, in `rounds` wrk runs taken in turn (the first route, the
+    baseline, first in each round): a change in the machine's load (it is shared) falls on the baseline
+    and the routes alike, not on whichever ran last. Per route: its median run (by requests/s), and every
+    run under `runs`. With `profile`, py-spy samples `pid` during the first round."""
+    each_s = max(2.0, duration / rounds)
+    runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
+    for n in range(rounds):
+        for route in routes:
+            out_file = profile / f"{route.strip('/')}.txt" if profile is not None and n == 0 else None
+            spy = profiled(pid, out_file, each_s) if pid is not None else None
+            cpu = cpu_s(pid)
+            run = wrk(base_url + route, connections, each_s)
+            if cpu is not None and run["requests"]:
+                # The server's CPU time per answered request: what the machine's load does not change
+                # (it includes whatever else the process did meanwhile, e.g. polling its subscribers).
+                run["cpu_ms_per_request"] = round(((cpu_s(pid) or cpu) - cpu) * 1000 / run["requests"], 3)
+            runs[route].append(run)
+            if spy is not None:
+                spy.wait(timeout=60)
+    return {route: {**sorted(measured, key=lambda r: r["rps"])[len(measured) // 2], "runs": measured}
+            for route, measured in runs.items()}
+
+
+def measure(repairs: int, connections: int, duration: float, profile: Path | None = None, rounds: int = 3,
+            command: tuple[str, ...] = ("up",)) -> dict[str, Any]:
+    """Each route (and the baseline) for `duration` s in all, split into `rounds` wrk runs taken in turn;
+    a route's figures are those of its median run (by requests/s), every run is kept under `runs`."""
+    out: dict[str, Any] = {"repairs": repairs, "connections": connections, "duration_s": duration,
+                           "command": ["cars", *command]}
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as d, private_redis(Path(d)) as url:
         home = Path(d) / "up"
         home.mkdir()
@@ -105,18 +158,19 @@ def measure(repairs: int, connections: int, duration: float) -> dict[str, Any]:
         client.close()
         db.close()
         store.close()
-        with Cars(home, url, name="up") as cars:
+        with Cars(home, url, name="up", command=command) as cars:
             cars.wait_ready(timeout_s=120)
             paths = served_paths(cars.base_url)
-            routes = ["/statistics", "/repairs", "/services"]
+            routes = ["/health", *(r for r in ("/statistics", "/repairs", "/services") if r in paths)]
             out["statistics_served"] = "/statistics" in paths
-            out["health"] = wrk(cars.base_url + "/health", connections, duration)
-            for route in routes:
-                if route not in paths:
-                    continue
-                size, seconds = one_request(cars.base_url + route)
-                out[route] = wrk(cars.base_url + route, connections, duration)
-                out[route].update(response_bytes=size, single_request_s=seconds)
+            out["rounds"] = rounds
+            for route in routes[1:]:
+                out[route] = dict(zip(("response_bytes", "single_request_s"), one_request(cars.base_url + route),
+                                      strict=True))
+            for route, figures in in_rounds(cars.base_url, routes, connections, duration, rounds,
+                                            cars.proc.pid, profile).items():
+                key = "health" if route == "/health" else route
+                out[key] = {**figures, **out.get(key, {})}
             out["rss_mb"] = cars.rss_mb()
     return out
 
@@ -126,8 +180,14 @@ def main() -> None:
     ap.add_argument("--repairs", type=int, default=100_000)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3, help="wrk runs per route, taken in turn with the others "
+                    "(the median is reported)")
+    ap.add_argument("--profile", type=Path, help="Also sample the server with py-spy during each route's wrk run "
+                    "(collapsed stacks, flamegraph.pl input, in this folder; sampling costs CPU: the figures drop)")
     args = ap.parse_args()
-    result = measure(args.repairs, args.connections, args.duration)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    result = measure(args.repairs, args.connections, args.duration, args.profile, args.rounds)
     write_result("queries", result)
     print(json.dumps(result, indent=2))
 

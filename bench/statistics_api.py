@@ -3,11 +3,13 @@
 Builds a SQLite event store with N repairs (default 100,000: each requested, proposed twice, one
 candidate rejected with a reason, one validated and completed, most applied, some failing again;
 spread over 10 projects and every failure class), folds it into the statistics view with the
-projection runner, serves the real API with uvicorn on loopback, and runs `wrk` against both routes.
+projection runner, serves the real API alone (no actors, relay or projections beside it) with uvicorn
+on loopback, as `cars up` configures it (uvloop and httptools when installed), and runs `wrk` against
+both routes for `--seconds` s each, in `--rounds` runs taken in turn (bench/queries.py `in_rounds`).
 The events of many repairs are appended per call (the views read repair ids from the events, not
 the stream) so that building the history takes minutes, not hours.
 
-Usage: python bench/statistics_api.py [--repairs N] [--seconds S] [--connections C]. Needs `wrk`.
+Usage: python bench/statistics_api.py [--repairs N] [--seconds S] [--connections C] [--rounds R]. Needs `wrk`.
 Results also go to bench/results/statistics_api.json.
 """
 
@@ -16,10 +18,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +41,9 @@ from projections.api import ApiDeps, create_api
 from projections.db import ViewDB
 from projections.runner import ProjectionRunner
 from projections.statistics import StatisticsView
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from queries import in_rounds
 
 CLASSES = [c for c in FailureClass if c not in (FailureClass.ENVIRONMENT, FailureClass.PRODUCT_REGRESSION)]
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -87,22 +93,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    done = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-                          capture_output=True, text=True, check=True)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", done.stdout)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return {"requests_per_s": rate, "non_2xx": float(errors.group(1)) if errors else 0.0,
-            "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repairs", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per route, taken in turn (median reported)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (apt-get install wrk)")
@@ -136,17 +132,18 @@ def main() -> None:
         stats = json.loads(subprocess.run(["curl", "-s", f"{base}/statistics"], capture_output=True,
                                           check=True).stdout)
         assert stats["repairs"]["repairs"] == args.repairs, stats["repairs"]
-        baseline = wrk(f"{base}/health", args.seconds, args.connections)
-        measured = wrk(f"{base}/statistics", args.seconds, args.connections)
+        figures = in_rounds(base, ["/health", "/statistics"], args.connections, args.seconds, args.rounds,
+                            pid=os.getpid())
+        baseline, measured = figures["/health"], figures["/statistics"]
         server.should_exit = True
         thread.join(timeout=10)
         store.close()
         db.close()
     result = {"repairs": args.repairs, "events": events, "fold_s": round(folded, 1),
               "statistics": measured, "baseline_health": baseline}
-    print(f"GET /statistics  {measured['requests_per_s']:>9.0f} req/s  p99 {measured['p99_ms']:.1f} ms  "
+    print(f"GET /statistics  {measured['rps']:>9.0f} req/s  p99 {measured['p99_ms']:.1f} ms  "
           f"non-2xx {measured['non_2xx']:.0f}")
-    print(f"GET /health      {baseline['requests_per_s']:>9.0f} req/s  p99 {baseline['p99_ms']:.1f} ms  (baseline)")
+    print(f"GET /health      {baseline['rps']:>9.0f} req/s  p99 {baseline['p99_ms']:.1f} ms  (baseline)")
     out = Path(__file__).parent / "results" / "statistics_api.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

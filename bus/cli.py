@@ -145,11 +145,19 @@ def probe() -> None:
     typer.echo(f"alive: {alive}")
 
 
+def loop_options() -> dict[str, Any]:
+    """The event loop of a long-running process: uvloop where it is installed (a dependency on Linux and
+    macOS; it serves the HTTP API about twice as fast as asyncio's own loop), else asyncio's."""
+    import importlib.util
+
+    return {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
+
+
 def _run(coro: Any) -> None:
     from bus.embedded import EmbeddedRedisError
 
     try:
-        anyio.run(lambda: coro)
+        anyio.run(lambda: coro, backend_options=loop_options())
     except KeyboardInterrupt:
         pass
     except (EmbeddedRedisError, SettingsError, RuntimeError, OSError, RedisError) as exc:

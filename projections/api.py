@@ -20,11 +20,12 @@ Inbound messages:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -44,12 +45,13 @@ from contracts.repairs import ApproveRepair, RejectRepair
 from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 from projections import environment_routes, security
-from projections.db import ViewDB
+from projections.db import MAX_IDLE, ViewDB
 from projections.metrics import ROUTE as METRICS_ROUTE
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+T = TypeVar("T")
 INGEST_TAG = contracts.by_class(RunReported).tag
 
 
@@ -207,7 +209,8 @@ class Accepted(BaseModel):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _deps(request: Request) -> ApiDeps:
+async def _deps(request: Request) -> ApiDeps:
+    # async: FastAPI would call a plain function in a worker thread, a thread hop on every request.
     deps: ApiDeps = request.app.state.deps
     return deps
 
@@ -298,6 +301,19 @@ def wanted_types(types: Sequence[str] | None) -> list[str]:
     return wanted
 
 
+def encode_json(obj: Any) -> bytes:
+    """`obj` as compact JSON, as FastAPI's JSONResponse writes it (for routes that encode in a worker thread)."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def read_views(request: Request, read: Callable[[], T]) -> T:
+    """`read()` (blocking) in a worker thread, with at most as many view reads at once as the view database
+    keeps connections open (`projections.db.MAX_IDLE`): more threads only contend for the interpreter,
+    and every one past that opened and closed a connection of its own per request."""
+    limiter: anyio.CapacityLimiter = request.app.state.view_readers
+    return await anyio.to_thread.run_sync(read, limiter=limiter)
+
+
 def positioned(item: Any) -> dict[str, Any]:
     """A store item as the API shows it: its envelope plus its position in the notification log."""
     return {"position": item.position, **contracts.encode(item.envelope)}
@@ -326,9 +342,9 @@ async def ready(deps: Deps) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-async def services(deps: Deps) -> ServiceList:
+async def services(request: Request, deps: Deps) -> ServiceList:
     """Registered services and their last heartbeat (the services view)."""
-    rows = await anyio.to_thread.run_sync(deps.list_services)
+    rows = await read_views(request, deps.list_services)
     return ServiceList(services=list(rows))
 
 
@@ -626,9 +642,26 @@ def _add_operator_routes(app: FastAPI) -> None:
         app.add_api_route(**route)
 
 
+def _untraced(scope: Any) -> bool:
+    """Reads and probes make no span: only a request that can put a message on the bus does."""
+    return scope.get("method") in security.READ_METHODS
+
+
+def _telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry (0.16x; older versions have none): a span per write request, so that a
+    client's `traceparent` header is continued by the command it sends, but no spans for reads, which
+    take part in no trace (at 32 connections, a span per GET halved the requests served: issue 5,
+    figure 4), no spans for FastAPI's inner steps, and no OpenTelemetry metrics (GET /metrics serves
+    CARS's own)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"exclude": _untraced, "operation_spans": False, "metrics": False}}
+
+
 def create_api(deps: ApiDeps) -> FastAPI:
     """The CARS HTTP API over `deps`."""
     app = FastAPI(
+        **_telemetry(),
         title="CARS",
         summary="Continuous Auto-Repair Service: query the event history, send commands.",
         description=__doc__,
@@ -636,6 +669,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
         openapi_tags=TAGS,
     )
     app.state.deps = deps
+    app.state.view_readers = anyio.CapacityLimiter(MAX_IDLE)
     for route in ROUTES:
         app.add_api_route(**route)
     _add_operator_routes(app)

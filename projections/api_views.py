@@ -12,13 +12,11 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-import anyio
-import anyio.to_thread
 from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
 import contracts
-from projections.api import MAX_PAGE, ApiDeps, BadRequest, Deps, NotFound, _error
+from projections.api import MAX_PAGE, ApiDeps, BadRequest, Deps, NotFound, _error, encode_json, read_views
 from projections.db import ViewDB
 from projections.flaky import list_flaky
 from projections.heals import BadCursor, get_repair, page_repairs, repair_candidates
@@ -41,6 +39,7 @@ def _views(deps: ApiDeps) -> ViewDB:
 
 
 async def repairs(
+    request: Request,
     deps: Deps,
     project: Annotated[str | None, Query(max_length=512, description="Only this project's repairs.")] = None,
     status: Annotated[str | None, Query(description=f"Only repairs in this status ({', '.join(STATUSES)}).")] = None,
@@ -50,7 +49,7 @@ async def repairs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most this many repairs.")] = 100,
     cursor: Annotated[str | None, Query(max_length=32, description="The `next` of the previous page.")] = None,
     offset: Annotated[int, Query(ge=0, description="Skip this many repairs (instead of a cursor).")] = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Repairs, newest change first (the heals view), one page at a time: follow `next` as `cursor`."""
     if status is not None and status not in STATUSES:
         known = ", ".join(STATUSES)
@@ -59,9 +58,10 @@ async def repairs(
         raise BadRequest("invalid request", ["give a cursor or an offset, not both @ $.query.cursor"])
     db = _views(deps)
     try:
-        return await anyio.to_thread.run_sync(lambda: page_repairs(
+        # Encoded in the worker thread too: a page of 100 repairs is ~60 kB of JSON, kept off the event loop.
+        return Response(await read_views(request, lambda: encode_json(page_repairs(
             db, project=project, status=status, category=category, strategy=strategy, limit=limit, cursor=cursor,
-            offset=offset))
+            offset=offset))), media_type="application/json")
     except BadCursor as exc:
         raise BadRequest("invalid request", [f"{exc} @ $.query.cursor"]) from None
 
@@ -108,12 +108,13 @@ def _detail(deps: ApiDeps, db: ViewDB, rid: str) -> dict[str, Any] | None:
     }
 
 
-async def repair(deps: Deps, repair_id: Annotated[uuid.UUID, Path(description="The repair id.")]) -> dict[str, Any]:
+async def repair(request: Request, deps: Deps,
+                 repair_id: Annotated[uuid.UUID, Path(description="The repair id.")]) -> dict[str, Any]:
     """One repair: its state, the failure and its evidence, every candidate with its confidence, rank,
     patch, verdict and validation evidence, and the timeline of every event of the repair and its
     failure (failures, decisions, validation environments), oldest first, with their log positions."""
     db = _views(deps)
-    detail = await anyio.to_thread.run_sync(lambda: _detail(deps, db, str(repair_id)))
+    detail = await read_views(request, lambda: _detail(deps, db, str(repair_id)))
     if detail is None:
         raise NotFound("not found", [f"no repair {repair_id} @ $.path.repair_id"])
     return detail
@@ -136,11 +137,9 @@ async def statistics(request: Request) -> Response:
     """Heal rate by class, strategy and project; verified precision; mean time from failure to
     validated repair; rejected candidates and abandoned repairs grouped by reason; infrastructure
     storms; environment minutes per repair. Precomputed by the statistics view; the README defines each."""
-    # The deps straight from the app, not through `Deps`: FastAPI runs a sync dependency in a worker
-    # thread, and this route is meant to answer a burst from memory without one.
     deps: ApiDeps = request.app.state.deps
     reader = _statistics_reader(request, _views(deps))
-    body = reader.recent() or await anyio.to_thread.run_sync(reader.encoded)
+    body = reader.recent() or await reader.answer()
     return Response(body, media_type="application/json")
 
 
@@ -148,6 +147,7 @@ async def statistics(request: Request) -> Response:
 
 
 async def flaky_tests(
+    request: Request,
     deps: Deps,
     project: Annotated[str | None, Query(max_length=512, description="Only this project's tests.")] = None,
     current: Annotated[bool, Query(description="Only tests flaky or quarantined now (default: ever).")] = False,
@@ -155,11 +155,12 @@ async def flaky_tests(
     """Tests CARS has judged flaky: the monitor's flip rate, the last flips, and the quarantine state
     (none, validated, applied) and since when."""
     db = _views(deps)
-    rows = await anyio.to_thread.run_sync(lambda: list_flaky(db, project=project, current=current))
+    rows = await read_views(request, lambda: list_flaky(db, project=project, current=current))
     return {"tests": rows}
 
 
 async def runs_trends(
+    request: Request,
     deps: Deps,
     project: Annotated[str | None, Query(max_length=512, description="Only this project.")] = None,
     since: Annotated[dt.date | None, Query(description="First day (YYYY-MM-DD, UTC).")] = None,
@@ -170,7 +171,7 @@ async def runs_trends(
     if since and until and since > until:
         raise BadRequest("invalid request", [f"since {since} is after until {until} @ $.query.since"])
     db = _views(deps)
-    return await anyio.to_thread.run_sync(lambda: run_trends(
+    return await read_views(request, lambda: run_trends(
         db, project=project, since=since.isoformat() if since else None,
         until=until.isoformat() if until else None))
 
@@ -192,7 +193,9 @@ async def dead_letters(
 
 ROUTES: list[dict[str, Any]] = [
     {"path": "/repairs", "endpoint": repairs, "methods": ["GET"], "tags": ["queries"], "summary": "List repairs",
-     "responses": {400: _error("An unknown status, a foreign cursor, or both cursor and offset."), **_BAD_PARAMS}},
+     "responses": {200: {"description": "A page of repairs and the cursor of the next (`next`, null on the last).",
+                         "content": {"application/json": {"schema": {"type": "object"}}}},
+                   400: _error("An unknown status, a foreign cursor, or both cursor and offset."), **_BAD_PARAMS}},
     {"path": "/repairs/{repair_id}", "endpoint": repair, "methods": ["GET"], "tags": ["queries"],
      "summary": "One repair: candidates, patch, evidence and timeline",
      "responses": {404: _error("No such repair."), **_BAD_PARAMS}},

@@ -39,12 +39,16 @@ Tables: `<prefix>stat_counts` (the counters: dim, key, metric -> value), `<prefi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
 import re
 import time
 import uuid
 from typing import Any
+
+import anyio.to_thread
 
 from contracts.environments import (
     EnvironmentExpired,
@@ -69,6 +73,8 @@ from contracts.values import MutationVerdict
 from projections.db import Tx, ViewDB
 from projections.runner import tracked_positions
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
+
+log = logging.getLogger(__name__)
 
 ALL = "all"
 RECENT_STORMS = 10
@@ -437,20 +443,31 @@ class StatisticsReader:
     Checking the position is one small query; it is done at most every `max_age_s` seconds (the
     runner itself only looks for new events every CARS_POLL_MS), so a burst of requests is answered
     from memory, at most `max_age_s` behind the view. The counters are read again only when it moved.
+
+    `answer()` (the event loop's way in) never makes a request wait for a check while it remembers an
+    answer checked within `stale_after_s`: the first request that finds the memory older than
+    `max_age_s` starts one check in a worker thread (at most one at a time) and, like every request
+    until it ends, is answered from memory, at most `max_age_s` plus the check's duration behind the
+    view. Only the first request, or those after `stale_after_s` without a successful check (a view
+    database that does not answer), wait for the check, and see its error if it fails.
     """
 
-    def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX, max_age_s: float = 0.05) -> None:
+    def __init__(self, db: ViewDB, prefix: str = LIVE_PREFIX, max_age_s: float = 0.05,
+                 stale_after_s: float = 5.0) -> None:
         self.db = db
         self.prefix = prefix
         self.max_age_s = max_age_s
+        self.stale_after_s = stale_after_s
         self._cached: tuple[int, dict[str, Any], bytes] | None = None
         self._checked_at = 0.0
+        self._checking: asyncio.Task[bytes | Exception] | None = None
+        self.checks = 0  # positions read: how many times the memory was older than max_age_s
 
     def __call__(self) -> dict[str, Any]:
         return self._current()[1]
 
     def encoded(self) -> bytes:
-        """The statistics as compact JSON (encoded once per position)."""
+        """The statistics as compact JSON (encoded once per position). Blocking."""
         return self._current()[2]
 
     def recent(self) -> bytes | None:
@@ -460,7 +477,35 @@ class StatisticsReader:
             return cached[2]
         return None
 
+    async def answer(self) -> bytes:
+        """The encoded statistics, checked against the view at most once per `max_age_s` for all callers
+        together (call from one asyncio event loop only)."""
+        if (body := self.recent()) is not None:
+            return body
+        checking = self._checking
+        if checking is None:
+            # A task of its own, not the request's: a client that goes away does not cancel it.
+            checking = self._checking = asyncio.get_running_loop().create_task(self._check())
+        cached = self._cached
+        if cached is not None and time.monotonic() - self._checked_at < self.stale_after_s:
+            return cached[2]
+        found = await asyncio.shield(checking)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    async def _check(self) -> bytes | Exception:
+        """The check's answer, or its error (returned, not raised: no request may be waiting for it)."""
+        try:
+            return await anyio.to_thread.run_sync(self.encoded)
+        except Exception as exc:
+            log.warning("the statistics view could not be read: %s: %s", type(exc).__name__, exc)
+            return exc
+        finally:
+            self._checking = None
+
     def _current(self) -> tuple[int, dict[str, Any], bytes]:
+        self.checks += 1
         with self.db.transaction(readonly=True) as tx:
             tx.execute(f"SELECT position FROM {self.prefix}tracking WHERE view = ?", (StatisticsView.name,))
             found = tx.fetchone()

@@ -5,6 +5,7 @@ append-only promise: no route deletes or edits anything."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,10 +18,11 @@ from redis import asyncio as aioredis
 from bus.audit import aggregate_state
 from bus.dlq import dead_letter, dlq_size, list_dead_letters
 from bus.store import EventStore
+from contracts.runs import StormDetected
 from projections.db import ViewDB
 from projections.runner import ProjectionRunner
 from projections.views import default_views
-from tests.integration.operator_history import R1, R2, RC, TEST_A, TEST_C, write_operator_history
+from tests.integration.operator_history import R1, R2, RC, TEST_A, TEST_C, Writer, write_operator_history
 from tests.integration.test_api import http, make_deps
 
 
@@ -126,6 +128,25 @@ class OperatorApiContract:
         assert stats["storms"]["total"] == 1
         # Asked again without new events: the same answer (served from the remembered encoding)
         assert (await api.get("/statistics")).json() == stats
+
+    async def test_statistics_answer_changes_once_a_new_event_is_projected(
+        self, api: httpx.AsyncClient, store: EventStore, views: ViewDB
+    ) -> None:
+        before = (await api.get("/statistics")).json()
+        # When another storm is recorded and the statistics view folds it
+        Writer(store).run("web", "w9", [StormDetected(project="web", run_id="w9", failed_share=1.0,
+                                                      reason="all failed")], 90000, failed=10)
+        ProjectionRunner(store, views, default_views()).catch_up()
+        # Then, once the reader's max age (50 ms) and one check have passed, GET /statistics says so, at the
+        # new position
+        for _ in range(500):
+            after = (await api.get("/statistics")).json()
+            if after != before:
+                break
+            await asyncio.sleep(0.01)
+        assert after["storms"]["total"] == before["storms"]["total"] + 1 == 2
+        assert after["position"] == store.max_position() > before["position"]
+        assert after["repairs"] == before["repairs"]
 
     async def test_flaky_tests_and_run_trends(self, api: httpx.AsyncClient) -> None:
         [test] = (await api.get("/tests/flaky", params={"project": "shop", "current": True})).json()["tests"]

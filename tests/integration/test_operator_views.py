@@ -4,6 +4,8 @@ is written, and `replay --check` of every view (all of `default_views`) after it
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +97,55 @@ class OperatorViewsContract:
         assert StatisticsReader(db, max_age_s=0.0)()["storms"]["total"] == 2
         assert reader.recent() is first
         assert reader.encoded() != first and reader()["storms"]["total"] == 2
+
+    async def test_concurrent_statistics_requests_share_one_check_of_the_view(
+        self, store: EventStore, db: ViewDB
+    ) -> None:
+        writer = write_operator_history(store)
+        runner = ProjectionRunner(store, db, default_views())
+        runner.catch_up()
+        reader = StatisticsReader(db, max_age_s=0.5)
+        # When 50 requests arrive together at a reader that has checked nothing yet
+        answers = await asyncio.gather(*(reader.answer() for _ in range(50)))
+        # Then one of them read the view, and every one got its answer
+        assert reader.checks == 1 and len(set(answers)) == 1
+        assert json.loads(answers[0]) == read_statistics(db)
+        # When a storm is folded, within the max age the remembered answer still stands; after it, the new one
+        writer.run("web", "w9", [StormDetected(project="web", run_id="w9", failed_share=1.0, reason="all failed")],
+                   90000, failed=10)
+        runner.catch_up()
+        assert await reader.answer() == answers[0] and reader.checks == 1
+        await asyncio.sleep(0.55)
+        # After it, the requests that arrive while one check runs are answered from memory at once; the check
+        # then gives the new answer to the requests after it
+        later = await asyncio.gather(*(reader.answer() for _ in range(50)))
+        assert set(later) == {answers[0]}
+        for _ in range(500):
+            if reader.checks == 2 and reader.recent() is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert json.loads(await reader.answer())["storms"]["total"] == 2 == read_statistics(db)["storms"]["total"]
+        assert reader.checks == 2
+
+    async def test_statistics_requests_wait_for_a_check_once_the_answer_is_too_old(
+        self, store: EventStore, db: ViewDB
+    ) -> None:
+        write_operator_history(store)
+        ProjectionRunner(store, db, default_views()).catch_up()
+        reader = StatisticsReader(db, max_age_s=0.0, stale_after_s=60.0)
+        first = await reader.answer()
+        # When the view can no longer be read (here: its tables are looked for under another prefix)
+        reader.prefix = "cars_missing_"
+        # Then, while the last answer is younger than stale_after_s, requests still get it without waiting
+        assert await reader.answer() == first
+        for _ in range(500):
+            if reader._checking is None:
+                break
+            await asyncio.sleep(0.01)
+        # But once it is older, a request waits for the check and gets its error, not the old answer
+        reader.stale_after_s = 0.0
+        with pytest.raises(Exception, match="cars_missing_tracking"):
+            await reader.answer()
 
     def test_timeline_flaky_tests_and_trends(self, store: EventStore, db: ViewDB) -> None:
         write_operator_history(store)
