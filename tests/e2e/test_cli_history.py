@@ -200,11 +200,12 @@ def test_a_bad_date_names_the_option_and_the_forms_it_takes(text: str) -> None:
 
 
 def test_no_command_deletes_or_edits_events() -> None:
-    # The store's own surface: it appends and reads, nothing else
+    # The store's own surface: it appends and reads, nothing else (`on_append` registers a listener
+    # that is told after each append)
     from bus.store import EventStore as Store
 
     public = {name for name in vars(Store) if not name.startswith("_")}
-    assert public == {"append", "load", "read", "max_position", "close"}
+    assert public == {"append", "append_many", "on_append", "load", "read", "max_position", "close"}
     # And no command of the CLI is named for deleting or editing anything
     verbs = ("delete", "remove", "edit", "update", "purge", "truncate", "rewrite", "drop", "prune", "amend")
     names = [" ".join(path) for path, _ in _commands() if path]
