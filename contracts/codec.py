@@ -8,6 +8,7 @@ the same: a list of `$.path: problem` lines.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import math
 import typing
@@ -93,6 +94,19 @@ def _structure_bool(value: Any, _: type) -> bool:
     return value
 
 
+def _is_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, enum.Enum)
+
+
+def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+    # `cls(value)` goes through EnumType.__call__ (about 1.6 us; a 200-result run has 200 outcomes):
+    # look the value up first, and let `cls(value)` raise its usual error for anything else.
+    try:
+        return cls._value2member_map_[value]
+    except (KeyError, TypeError):
+        return cls(value)
+
+
 def _is_array(tp: Any) -> bool:
     args = typing.get_args(tp)
     return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -140,6 +154,7 @@ def _make() -> cattrs.Converter:
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook_func(_is_enum, _structure_enum)
     return conv
 
 

@@ -383,6 +383,8 @@ BAD_PAYLOADS = [
     # enums, ids, times
     pytest.param(one_result(outcome="exploded"),
                  "'exploded' is not a valid Outcome @ $.data.results[0].outcome", id="bad-enum"),
+    pytest.param(one_result(outcome=["passed"]),
+                 "['passed'] is not a valid Outcome @ $.data.results[0].outcome", id="unhashable-enum"),
     pytest.param(repair_applied(repair_id="not-a-uuid"), "@ $.data.repair_id", id="bad-uuid"),
     pytest.param(repair_applied(repair_id=12), "expected a UUID string, got int @ $.data.repair_id",
                  id="int-uuid"),
