@@ -1,11 +1,13 @@
 """A page's working copy of some rows of one table, for views that fold a page of events at a time.
 
 Folding event by event costs a SELECT and an UPSERT per event. A batched fold (`View.apply_many`)
-instead reads each row the page touches once (`load`: one `SELECT ... WHERE key IN (...)` per chunk
-of keys), changes it in memory as often as the page's events say (`get`, `put`), and writes every
-changed row once at the end (`flush`: one executemany of UPSERTs of the final rows), inside the
-runner's transaction. It leaves exactly the rows the event-by-event fold leaves: every read of a row
-after its first sees the working copy, which holds what the database would hold by then.
+instead reads each row the page touches once (`load`: one `SELECT ... WHERE key IN (...)`, or
+`(a = ? AND b = ?) OR ...` for a key of several columns, per chunk of keys), changes it in memory
+as often as the page's events say (`get`, `put`, `delete`), and writes every changed row once at
+the end (`flush`: one executemany of UPSERTs of the final rows and one of DELETEs of the rows
+deleted), inside the runner's transaction. It leaves exactly the rows the event-by-event fold
+leaves: every read of a row after its first sees the working copy, which holds what the database
+would hold by then.
 """
 
 from __future__ import annotations
@@ -43,16 +45,17 @@ class TableRows:
     def load(self, keys: Iterable[Key]) -> None:
         """Read the rows of `keys` not read yet, a chunk of keys per query."""
         missing = [k for k in dict.fromkeys(keys) if k not in self._rows]
-        if len(self.key) == 1:
-            for i in range(0, len(missing), CHUNK):
-                chunk = [k[0] for k in missing[i:i + CHUNK]]
-                self.tx.execute(f"{self._select}{self.key[0]} IN ({', '.join('?' for _ in chunk)})", chunk)
-                for row in self.tx.fetchall():
-                    self._rows[(row[self.key[0]],)] = row
-        else:
-            where = " AND ".join(f"{c} = ?" for c in self.key)
-            for k in missing:
-                self._rows[k] = self.tx.execute(f"{self._select}{where}", k).fetchone()
+        step = max(1, CHUNK // len(self.key))
+        for i in range(0, len(missing), step):
+            chunk = missing[i:i + step]
+            if len(self.key) == 1:
+                where = f"{self.key[0]} IN ({', '.join('?' for _ in chunk)})"
+            else:  # (a = ? AND b = ?) OR ...: both databases look each one up in the primary key
+                one = f"({' AND '.join(f'{c} = ?' for c in self.key)})"
+                where = " OR ".join(one for _ in chunk)
+            self.tx.execute(self._select + where, [v for k in chunk for v in k])
+            for row in self.tx.fetchall():
+                self._rows[tuple(row[c] for c in self.key)] = row
         for k in missing:
             self._rows.setdefault(k, None)
 
@@ -71,9 +74,17 @@ class TableRows:
         self._rows[k] = row
         self._dirty[k] = None
 
+    def delete(self, *key: Any) -> None:
+        """Remove the row with primary key `key`, if there is one; deleted by `flush`."""
+        self._rows[key] = None
+        self._dirty[key] = None
+
     def flush(self) -> None:
-        """Write every row put since the last flush, in one executemany."""
+        """Write every row put or deleted since the last flush: one executemany of each."""
         rows = [self._rows[k] for k in self._dirty]
+        gone = [k for k in self._dirty if self._rows[k] is None]
+        where = " AND ".join(f"{c} = ?" for c in self.key)
+        self.tx.executemany(f"DELETE FROM {self.table} WHERE {where}", gone)
         self.tx.executemany(self._upsert, [tuple(r[c] for c in self.columns) for r in rows if r is not None])
         self._dirty.clear()
 

@@ -46,6 +46,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -71,6 +72,7 @@ from contracts.repairs import (
 from contracts.runs import StormDetected
 from contracts.values import MutationVerdict
 from projections.db import Tx, ViewDB
+from projections.rows import TableRows
 from projections.runner import tracked_positions
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
@@ -176,114 +178,119 @@ class StatisticsView:
     # ------------------------------------------------------------------ fold
 
     def apply(self, tx: Tx, recorded: RecordedEvent, prefix: str) -> None:
+        self.apply_many(tx, [recorded], prefix)
+
+    def apply_many(self, tx: Tx, events: Sequence[RecordedEvent], prefix: str) -> None:
+        """Fold a page: the repairs, candidates and environments it touches are read once and written
+        once, its counter additions and storms written in one statement each (`_Page`)."""
+        page = _Page(tx, prefix)
+        page.load(events)
+        for recorded in events:
+            self._fold(page, recorded)
+        page.flush()
+
+    def _fold(self, page: _Page, recorded: RecordedEvent) -> None:
         env = recorded.envelope
         e = env.data
         at = iso(env.occurred_at)
         if isinstance(e, FailureDetected):
-            self._failure(tx, prefix, e, at)
+            self._failure(page, e, at)
         elif isinstance(e, HealRequested):
-            row = self._row(tx, prefix, str(e.repair_id)) or self._new(str(e.repair_id), e.project, e.category.value)
-            self._count_repair(tx, prefix, row)
-            self._put(tx, prefix, {**row, "category": e.category.value})
+            row = self._row(page, str(e.repair_id)) or self._new(str(e.repair_id), e.project, e.category.value)
+            self._count_repair(page, row)
+            page.repairs.put({**row, "category": e.category.value})
         elif isinstance(e, FailureUnrepairable):
             rid = str(repair_stream_id(e.project, e.fingerprint))
-            row = self._row(tx, prefix, rid) or self._new(rid, e.project, e.category.value)
+            row = self._row(page, rid) or self._new(rid, e.project, e.category.value)
             if not row["unrepairable"]:
-                self._add(tx, prefix, [d for d in self._dims(row) if d[0] != "strategy"], "unrepairable")
-            self._put(tx, prefix, {**row, "unrepairable": 1, "failed_at": None})
+                page.add([d for d in self._dims(row) if d[0] != "strategy"], "unrepairable")
+            page.repairs.put({**row, "unrepairable": 1, "failed_at": None})
         elif isinstance(e, StormDetected):
-            self._add(tx, prefix, [(ALL, ""), ("project", e.project)], "storms")
-            tx.execute(
-                f"INSERT INTO {prefix}stat_storms (position, project, run_id, at, failed_share, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (position) DO NOTHING",
-                (recorded.position, e.project, e.run_id, at, e.failed_share, e.reason),
-            )
+            page.add([(ALL, ""), ("project", e.project)], "storms")
+            page.storms.append((recorded.position, e.project, e.run_id, at, e.failed_share, e.reason))
         elif isinstance(e, EnvironmentRequested):
             for_repair = validation_repair(e.purpose)
-            if for_repair is not None:
-                tx.execute(f"INSERT INTO {prefix}stat_envs (environment_id, repair_id, requested_at) VALUES (?, ?, ?) "
-                           "ON CONFLICT (environment_id) DO NOTHING", (str(e.environment_id), for_repair, at))
+            if for_repair is not None and page.envs.get(str(e.environment_id)) is None:  # the first request stays
+                page.envs.put({"environment_id": str(e.environment_id), "repair_id": for_repair, "requested_at": at})
         elif isinstance(e, EnvironmentReleased | EnvironmentExpired | EnvironmentFailed):
             end = iso(e.expired_at) if isinstance(e, EnvironmentExpired) else at
-            self._environment_ended(tx, prefix, str(e.environment_id), end)
+            self._environment_ended(page, str(e.environment_id), end)
         else:
-            self._repair_event(tx, prefix, e, at)
+            self._repair_event(page, e, at)
 
-    def _repair_event(self, tx: Tx, prefix: str, e: Any, at: str) -> None:
-        row = self._row(tx, prefix, str(e.repair_id))
+    def _repair_event(self, page: _Page, e: Any, at: str) -> None:
+        row = self._row(page, str(e.repair_id))
         if row is None:
             return  # a repair whose request this view never saw
         dims = self._dims(row)
         if isinstance(e, HealProposed):
-            self._add(tx, prefix, [("strategy", e.strategy)], "proposed")
-            tx.execute(f"INSERT INTO {prefix}stat_candidates (candidate_id, strategy, quarantine) VALUES (?, ?, ?) "
-                       "ON CONFLICT (candidate_id) DO NOTHING", (str(e.candidate_id), e.strategy, int(e.quarantine)))
+            page.add([("strategy", e.strategy)], "proposed")
+            if page.candidates.get(str(e.candidate_id)) is None:  # a candidate is written once
+                page.candidates.put({"candidate_id": str(e.candidate_id), "strategy": e.strategy,
+                                     "quarantine": int(e.quarantine)})
         elif isinstance(e, HealValidated | HealRejected):
-            tx.execute(f"SELECT strategy, quarantine FROM {prefix}stat_candidates WHERE candidate_id = ?",
-                       (str(e.candidate_id),))
-            cand = tx.fetchone()
+            cand = page.candidates.get(str(e.candidate_id))
             by_strategy = [("strategy", str(cand["strategy"]))] if cand else []
             if isinstance(e, HealRejected):
-                self._add(tx, prefix, [(ALL, ""), *by_strategy], "rejected")
-                self._add(tx, prefix, [("rejected_reason", rejection_reason(e))], "count")
+                page.add([(ALL, ""), *by_strategy], "rejected")
+                page.add([("rejected_reason", rejection_reason(e))], "count")
                 return
-            self._add(tx, prefix, by_strategy, "validated")
+            page.add(by_strategy, "validated")
             if cand is not None and cand["quarantine"] and not row["quarantined"]:
-                self._add(tx, prefix, [d for d in dims if d[0] != "strategy"], "quarantined")
-                self._put(tx, prefix, {**row, "quarantined": 1})
+                page.add([d for d in dims if d[0] != "strategy"], "quarantined")
+                page.repairs.put({**row, "quarantined": 1})
         elif isinstance(e, HealAbandoned):
-            self._add(tx, prefix, dims, "abandoned")
-            self._add(tx, prefix, [("abandoned_reason", abandon_reason(e.reason))], "count")
+            page.add(dims, "abandoned")
+            page.add([("abandoned_reason", abandon_reason(e.reason))], "count")
         elif isinstance(e, RepairCompleted):
             row = {**row, "strategy": e.strategy}
             dims = self._dims(row)
-            self._add(tx, prefix, dims, "validated_repairs")
-            self._add(tx, prefix, [("strategy", e.strategy)], "completed")
+            page.add(dims, "validated_repairs")
+            page.add([("strategy", e.strategy)], "completed")
             if not row["healed"]:
-                self._add(tx, prefix, [d for d in dims if d[0] != "strategy"], "healed")
+                page.add([d for d in dims if d[0] != "strategy"], "healed")
                 row["healed"] = 1
             if row["failed_at"] is not None:
-                self._add(tx, prefix, dims, "repair_seconds", seconds_between(row["failed_at"], at))
-                self._add(tx, prefix, dims, "repair_timed")
-            self._put(tx, prefix, {**row, "failed_at": None, "state": VALIDATED})
+                page.add(dims, "repair_seconds", seconds_between(row["failed_at"], at))
+                page.add(dims, "repair_timed")
+            page.repairs.put({**row, "failed_at": None, "state": VALIDATED})
         elif isinstance(e, RepairApplied):
             if row["state"] == VALIDATED:
-                self._add(tx, prefix, dims, "applied")
-                self._put(tx, prefix, {**row, "state": APPLIED})
+                page.add(dims, "applied")
+                page.repairs.put({**row, "state": APPLIED})
         elif isinstance(e, RepairRejected) and row["state"] == APPLIED:
-            self._add(tx, prefix, dims, "reverted")
-            self._put(tx, prefix, {**row, "state": REVERTED})
+            page.add(dims, "reverted")
+            page.repairs.put({**row, "state": REVERTED})
 
-    def _failure(self, tx: Tx, prefix: str, e: FailureDetected, at: str) -> None:
+    def _failure(self, page: _Page, e: FailureDetected, at: str) -> None:
         rid = str(repair_stream_id(e.project, e.fingerprint))
-        row = self._row(tx, prefix, rid) or self._new(rid, e.project, e.category.value)
+        row = self._row(page, rid) or self._new(rid, e.project, e.category.value)
         if row["state"] == APPLIED:
-            self._add(tx, prefix, self._dims(row), "rebroken")
+            page.add(self._dims(row), "rebroken")
             row = {**row, "state": REBROKEN}
         if row["failed_at"] is None:
             row = {**row, "failed_at": at}
-        self._put(tx, prefix, row)
+        page.repairs.put(row)
 
-    def _environment_ended(self, tx: Tx, prefix: str, env_id: str, end: str) -> None:
-        tx.execute(f"SELECT repair_id, requested_at FROM {prefix}stat_envs WHERE environment_id = ?", (env_id,))
-        found = tx.fetchone()
+    def _environment_ended(self, page: _Page, env_id: str, end: str) -> None:
+        found = page.envs.get(env_id)
         if found is None:
             return  # not a validation environment, or already ended
-        tx.execute(f"DELETE FROM {prefix}stat_envs WHERE environment_id = ?", (env_id,))
-        row = self._row(tx, prefix, found["repair_id"])
+        page.envs.delete(env_id)
+        row = self._row(page, found["repair_id"])
         if row is None:
             return
         spent = seconds_between(found["requested_at"], end)
         dims = [(ALL, ""), ("class", row["category"]), ("project", row["project"])]
-        self._add(tx, prefix, dims, "env_seconds", spent)
-        self._add(tx, prefix, dims, "environments")
+        page.add(dims, "env_seconds", spent)
+        page.add(dims, "environments")
         if row["env_seconds"] == 0.0:
-            self._add(tx, prefix, dims, "env_repairs")
-        self._put(tx, prefix, {**row, "env_seconds": row["env_seconds"] + spent})
+            page.add(dims, "env_repairs")
+        page.repairs.put({**row, "env_seconds": row["env_seconds"] + spent})
 
-    def _count_repair(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
+    def _count_repair(self, page: _Page, row: dict[str, Any]) -> None:
         if not row["counted"]:
-            self._add(tx, prefix, [d for d in self._dims(row) if d[0] != "strategy"], "repairs")
+            page.add([d for d in self._dims(row) if d[0] != "strategy"], "repairs")
             row["counted"] = 1
 
     # ------------------------------------------------------------------ rows
@@ -300,23 +307,11 @@ class StatisticsView:
             dims.append(("strategy", row["strategy"]))
         return dims
 
-    def _row(self, tx: Tx, prefix: str, rid: str) -> dict[str, Any] | None:
-        tx.execute(f"SELECT {', '.join(REPAIR_COLUMNS)} FROM {prefix}stat_repairs WHERE repair_id = ?", (rid,))
-        return tx.fetchone()
-
-    def _put(self, tx: Tx, prefix: str, row: dict[str, Any]) -> None:
-        tx.upsert(f"{prefix}stat_repairs", {c: row[c] for c in REPAIR_COLUMNS}, ("repair_id",))
-
-    def _add(self, tx: Tx, prefix: str, dims: list[tuple[str, str]], metric: str, amount: float = 1.0) -> None:
-        if not dims:
-            return
-        # One statement for every dimension (distinct keys, so PostgreSQL accepts it as one upsert).
-        tx.execute(
-            f"INSERT INTO {prefix}stat_counts (dim, key, metric, value) VALUES "
-            f"{', '.join('(?, ?, ?, ?)' for _ in dims)} "
-            f"ON CONFLICT (dim, key, metric) DO UPDATE SET value = {prefix}stat_counts.value + excluded.value",
-            [v for dim, key in dims for v in (dim, key, metric, amount)],
-        )
+    @staticmethod
+    def _row(page: _Page, rid: str) -> dict[str, Any] | None:
+        """A repair's row as the page has left it so far (a copy, changed only by putting it), or None."""
+        row = page.repairs.get(rid)
+        return None if row is None else dict(row)
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         tx.execute(f"SELECT dim, key, metric, value FROM {prefix}stat_counts")
@@ -330,6 +325,75 @@ class StatisticsView:
         tx.execute(f"SELECT position, project, run_id, at, failed_share, reason FROM {prefix}stat_storms")
         rows += [{"kind": "storm", "id": str(r["position"]), **r} for r in tx.fetchall()]
         return sorted(rows, key=lambda r: (r["kind"], r["id"]))
+
+
+class _Page:
+    """The statistics tables as a page of events leaves them (`StatisticsView.apply_many`).
+
+    Repairs, candidates and open environments are `TableRows`. Counter additions are kept in the
+    order the events make them and added to each counter's stored value in that order at `flush`,
+    so a sum of seconds rounds exactly as one UPSERT per event would (whatever the page size:
+    `replay --check` compares a rebuild with rows folded live).
+    """
+
+    def __init__(self, tx: Tx, prefix: str) -> None:
+        self.tx, self.prefix = tx, prefix
+        self.repairs = TableRows(tx, f"{prefix}stat_repairs", REPAIR_COLUMNS, ("repair_id",))
+        self.candidates = TableRows(tx, f"{prefix}stat_candidates", ("candidate_id", "strategy", "quarantine"),
+                                    ("candidate_id",))
+        self.envs = TableRows(tx, f"{prefix}stat_envs", ("environment_id", "repair_id", "requested_at"),
+                              ("environment_id",))
+        self.counts = TableRows(tx, f"{prefix}stat_counts", ("dim", "key", "metric", "value"),
+                                ("dim", "key", "metric"))
+        self.additions: dict[tuple[str, str, str], list[float]] = {}
+        self.storms: list[tuple[Any, ...]] = []
+
+    def load(self, events: Sequence[RecordedEvent]) -> None:
+        """Read the rows the page's events name, a few queries in all."""
+        repairs: list[str] = []
+        candidates: list[str] = []
+        envs: list[str] = []
+        for recorded in events:
+            e = recorded.envelope.data
+            if isinstance(e, FailureDetected | FailureUnrepairable):
+                repairs.append(str(repair_stream_id(e.project, e.fingerprint)))
+            elif isinstance(e, EnvironmentRequested):
+                envs.append(str(e.environment_id))
+                for_repair = validation_repair(e.purpose)
+                if for_repair is not None:
+                    repairs.append(for_repair)
+            elif isinstance(e, EnvironmentReleased | EnvironmentExpired | EnvironmentFailed):
+                envs.append(str(e.environment_id))
+            elif not isinstance(e, StormDetected):
+                repairs.append(str(e.repair_id))
+                if isinstance(e, HealProposed | HealValidated | HealRejected):
+                    candidates.append(str(e.candidate_id))
+        self.envs.load((k,) for k in envs)
+        repairs += [str(found["repair_id"]) for k in envs if (found := self.envs.get(k)) is not None]
+        self.repairs.load((k,) for k in repairs)
+        self.candidates.load((k,) for k in candidates)
+
+    def add(self, dims: list[tuple[str, str]], metric: str, amount: float = 1.0) -> None:
+        """Add `amount` to the counter `metric` of every dimension in `dims`."""
+        for dim, key in dims:
+            self.additions.setdefault((dim, key, metric), []).append(amount)
+
+    def flush(self) -> None:
+        """Write what the page changed: each table in one or two statements."""
+        self.repairs.flush()
+        self.candidates.flush()
+        self.envs.flush()
+        self.tx.executemany(
+            f"INSERT INTO {self.prefix}stat_storms (position, project, run_id, at, failed_share, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (position) DO NOTHING", self.storms)
+        self.counts.load(self.additions)
+        for (dim, key, metric), amounts in self.additions.items():
+            stored = self.counts.get(dim, key, metric)
+            value = None if stored is None else float(stored["value"])
+            for amount in amounts:
+                value = amount if value is None else value + amount
+            self.counts.put({"dim": dim, "key": key, "metric": metric, "value": value})
+        self.counts.flush()
 
 
 # ---------------------------------------------------------------------- reading
