@@ -26,11 +26,14 @@ from contracts.environments import (
     EnvironmentRequested,
 )
 from contracts.registry import HeartbeatRecorded, ServiceDeregistered, ServiceLost, ServiceRegistered
+from contracts.repairs import HealRequested, RepairCompleted, repair_stream_id
+from contracts.values import FailureClass
 from projections.db import Tx, ViewDB
 from projections.replay import rebuild
 from projections.runner import ProjectionRunner
+from projections.statistics import ALL, StatisticsView
 from projections.views import LIVE_PREFIX, SCRATCH_PREFIX, View, default_views
-from tests.integration.operator_history import R1, Writer, at, write_operator_history
+from tests.integration.operator_history import R1, Writer, at, failure, write_operator_history
 
 
 def write_environments(w: Writer) -> None:
@@ -78,6 +81,34 @@ def write_history(store: EventStore) -> int:
     write_environments(w)
     write_services(w)
     return store.max_position()
+
+
+def write_fractional_seconds(store: EventStore) -> None:
+    """Sums of seconds whose rounding depends on their order, (0.1 + 0.2) + 0.3 != 0.1 + (0.2 + 0.3):
+    three repairs of one project healed 0.1 s, 0.2 s and 0.3 s after their failures, and three
+    validation environments of the first released after 0.1 s, 0.2 s and 0.3 s (the first one then
+    also expires, which is not counted again). Every failure, request and environment comes first
+    (9 events), then the first completion and release, then the other two of each: a page may start
+    with a sum under way and add two amounts to it."""
+    w = Writer(store)
+    rids = [repair_stream_id("frac", f"fp{n}") for n in range(3)]
+    for n, rid in enumerate(rids):
+        w.append(natural_id("run", "frac", n), [failure("frac", f"fp{n}", f"t{n}", FailureClass.FLAKY, f"r{n}")], 100)
+        w.append(rid, [HealRequested(repair_id=rid, project="frac", test_id=f"t{n}", fingerprint=f"fp{n}",
+                                     category=FailureClass.FLAKY)], 100)
+    envs = [natural_id("frac-env", n) for n in range(3)]
+    for env_id in envs:
+        w.append(env_id, [EnvironmentRequested(environment_id=env_id, template="python", backend="local", ttl_s=60,
+                                               purpose=f"validate:{rids[0]}:{uuid.uuid4()}")], 100)
+    for n in range(3):
+        w.append(rids[n], [RepairCompleted(repair_id=rids[n], candidate_id=natural_id("frac-candidate", n),
+                                           project="frac", test_id=f"t{n}", category=FailureClass.FLAKY,
+                                           strategy="retry", confidence=0.5, patch="--- a\n+++ b\n")],
+                 100 + (n + 1) / 10)
+        ended: list[Any] = [EnvironmentReleased(environment_id=envs[n])]
+        if n == 0:  # ended twice: the second end is not counted
+            ended.append(EnvironmentExpired(environment_id=envs[n], expired_at=at(200)))
+        w.append(envs[n], ended, 100 + (n + 1) / 10)
 
 
 def dumps(db: ViewDB, views: Sequence[View], prefix: str) -> dict[str, list[dict[str, Any]]]:
@@ -221,24 +252,42 @@ class BatchesContract:
         assert runner.positions() == {v.name: head for v in default_views()}
         assert dumps(db, default_views(), LIVE_PREFIX) == expected
 
+    @pytest.mark.parametrize("failing", ["heals", "statistics"])
     def test_a_view_failing_mid_page_keeps_nothing_of_that_page_and_resumes(
-        self, store: EventStore, db: ViewDB
+        self, store: EventStore, db: ViewDB, failing: str
     ) -> None:
         # Given a history, and the rows of an uninterrupted rebuild
         head = write_history(store)
         rebuild(store, db, default_views(), batch=5, prefix=SCRATCH_PREFIX)
         expected = dumps(db, default_views(), SCRATCH_PREFIX)
-        # When the heals view fails half-way through its third page of a rebuild
-        views = [FailingView(v, 3) if v.name == "heals" else v for v in default_views()]
+        # When the view `failing` fails half-way through its third page of a rebuild
+        views = [FailingView(v, 3) if v.name == failing else v for v in default_views()]
         with pytest.raises(Interrupted):
             rebuild(store, db, views, batch=5)
         # Then no half page was kept: every view has the rows of its tracked position
         stopped = ProjectionRunner(store, db, default_views()).positions()
-        assert 0 < stopped["heals"] < head
+        assert 0 < stopped[failing] < head
         self._assert_rows_match_positions(store, db, stopped)
         # and catching up again ends with the rows of the uninterrupted rebuild
         ProjectionRunner(store, db, default_views(), batch=5).catch_up()
         assert dumps(db, default_views(), LIVE_PREFIX) == expected
+
+    def test_statistics_sums_of_seconds_round_as_one_event_at_a_time(self, store: EventStore, db: ViewDB) -> None:
+        # Given sums of seconds whose rounding depends on the order of the additions
+        write_fractional_seconds(store)
+        # When the statistics view is folded in pages of every size from one event to the whole log
+        dumped = {}
+        for page in (1, 2, 3, 5, 10, 11, 100):
+            rebuild(store, db, [StatisticsView()], batch=page, prefix=f"cars_page{page}_")
+            with db.transaction(readonly=True) as tx:
+                dumped[page] = StatisticsView().dump(tx, f"cars_page{page}_")
+        # Then every page size gives the rows of one event at a time
+        for page, rows in dumped.items():
+            assert rows == dumped[1], page
+        # which add the seconds in log order, each to the sum so far (not a page's sum to the stored one)
+        totals = {r["metric"]: r["value"] for r in dumped[1] if r["kind"] == "count" and r["dim"] == ALL}
+        assert totals["repair_seconds"] == totals["env_seconds"] == (0.1 + 0.2) + 0.3 != 0.1 + (0.2 + 0.3)
+        assert totals["repair_timed"] == totals["environments"] == 3
 
     def _assert_rows_match_positions(self, store: EventStore, db: ViewDB, positions: dict[str, int]) -> None:
         """Each live view's rows are those of a one-event-at-a-time fold up to its tracked position."""
