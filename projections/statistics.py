@@ -184,42 +184,44 @@ class StatisticsView:
         """Fold a page: the repairs, candidates and environments it touches are read once and written
         once, its counter additions and storms written in one statement each (`_Page`)."""
         page = _Page(tx, prefix)
-        page.load(events)
-        for recorded in events:
-            self._fold(page, recorded)
+        about = page.load(events)
+        for recorded, rid in zip(events, about, strict=True):
+            self._fold(page, recorded, rid)
         page.flush()
 
-    def _fold(self, page: _Page, recorded: RecordedEvent) -> None:
+    def _fold(self, page: _Page, recorded: RecordedEvent, rid: str | None) -> None:
+        """Fold one event about the repair `rid` (None for storms and environments)."""
         env = recorded.envelope
         e = env.data
-        at = iso(env.occurred_at)
         if isinstance(e, FailureDetected):
-            self._failure(page, e, at)
+            self._failure(page, e, str(rid), iso(env.occurred_at))
         elif isinstance(e, HealRequested):
-            row = self._row(page, str(e.repair_id)) or self._new(str(e.repair_id), e.project, e.category.value)
+            row = self._row(page, str(rid)) or self._new(str(rid), e.project, e.category.value)
             self._count_repair(page, row)
             page.repairs.put({**row, "category": e.category.value})
         elif isinstance(e, FailureUnrepairable):
-            rid = str(repair_stream_id(e.project, e.fingerprint))
+            rid = str(rid)
             row = self._row(page, rid) or self._new(rid, e.project, e.category.value)
             if not row["unrepairable"]:
                 page.add([d for d in self._dims(row) if d[0] != "strategy"], "unrepairable")
             page.repairs.put({**row, "unrepairable": 1, "failed_at": None})
         elif isinstance(e, StormDetected):
             page.add([(ALL, ""), ("project", e.project)], "storms")
-            page.storms.append((recorded.position, e.project, e.run_id, at, e.failed_share, e.reason))
+            page.storms.append((recorded.position, e.project, e.run_id, iso(env.occurred_at), e.failed_share,
+                                e.reason))
         elif isinstance(e, EnvironmentRequested):
             for_repair = validation_repair(e.purpose)
             if for_repair is not None and page.envs.get(str(e.environment_id)) is None:  # the first request stays
-                page.envs.put({"environment_id": str(e.environment_id), "repair_id": for_repair, "requested_at": at})
+                page.envs.put({"environment_id": str(e.environment_id), "repair_id": for_repair,
+                               "requested_at": iso(env.occurred_at)})
         elif isinstance(e, EnvironmentReleased | EnvironmentExpired | EnvironmentFailed):
-            end = iso(e.expired_at) if isinstance(e, EnvironmentExpired) else at
+            end = iso(e.expired_at if isinstance(e, EnvironmentExpired) else env.occurred_at)
             self._environment_ended(page, str(e.environment_id), end)
         else:
-            self._repair_event(page, e, at)
+            self._repair_event(page, e, str(rid), env.occurred_at)
 
-    def _repair_event(self, page: _Page, e: Any, at: str) -> None:
-        row = self._row(page, str(e.repair_id))
+    def _repair_event(self, page: _Page, e: Any, rid: str, occurred_at: dt.datetime) -> None:
+        row = self._row(page, rid)
         if row is None:
             return  # a repair whose request this view never saw
         dims = self._dims(row)
@@ -251,7 +253,7 @@ class StatisticsView:
                 page.add([d for d in dims if d[0] != "strategy"], "healed")
                 row["healed"] = 1
             if row["failed_at"] is not None:
-                page.add(dims, "repair_seconds", seconds_between(row["failed_at"], at))
+                page.add(dims, "repair_seconds", seconds_between(row["failed_at"], iso(occurred_at)))
                 page.add(dims, "repair_timed")
             page.repairs.put({**row, "failed_at": None, "state": VALIDATED})
         elif isinstance(e, RepairApplied):
@@ -262,8 +264,7 @@ class StatisticsView:
             page.add(dims, "reverted")
             page.repairs.put({**row, "state": REVERTED})
 
-    def _failure(self, page: _Page, e: FailureDetected, at: str) -> None:
-        rid = str(repair_stream_id(e.project, e.fingerprint))
+    def _failure(self, page: _Page, e: FailureDetected, rid: str, at: str) -> None:
         row = self._row(page, rid) or self._new(rid, e.project, e.category.value)
         if row["state"] == APPLIED:
             page.add(self._dims(row), "rebroken")
@@ -348,15 +349,18 @@ class _Page:
         self.additions: dict[tuple[str, str, str], list[float]] = {}
         self.storms: list[tuple[Any, ...]] = []
 
-    def load(self, events: Sequence[RecordedEvent]) -> None:
-        """Read the rows the page's events name, a few queries in all."""
-        repairs: list[str] = []
+    def load(self, events: Sequence[RecordedEvent]) -> list[str | None]:
+        """Read the rows the page's events name, a few queries in all; returns the repair each event
+        is about (None for storms and environments)."""
+        about: list[str | None] = []
         candidates: list[str] = []
         envs: list[str] = []
+        repairs: list[str] = []
         for recorded in events:
             e = recorded.envelope.data
+            rid: str | None = None
             if isinstance(e, FailureDetected | FailureUnrepairable):
-                repairs.append(str(repair_stream_id(e.project, e.fingerprint)))
+                rid = str(repair_stream_id(e.project, e.fingerprint))
             elif isinstance(e, EnvironmentRequested):
                 envs.append(str(e.environment_id))
                 for_repair = validation_repair(e.purpose)
@@ -365,13 +369,15 @@ class _Page:
             elif isinstance(e, EnvironmentReleased | EnvironmentExpired | EnvironmentFailed):
                 envs.append(str(e.environment_id))
             elif not isinstance(e, StormDetected):
-                repairs.append(str(e.repair_id))
+                rid = str(e.repair_id)
                 if isinstance(e, HealProposed | HealValidated | HealRejected):
                     candidates.append(str(e.candidate_id))
+            about.append(rid)
         self.envs.load((k,) for k in envs)
         repairs += [str(found["repair_id"]) for k in envs if (found := self.envs.get(k)) is not None]
-        self.repairs.load((k,) for k in repairs)
+        self.repairs.load((k,) for k in [*repairs, *(rid for rid in about if rid is not None)])
         self.candidates.load((k,) for k in candidates)
+        return about
 
     def add(self, dims: list[tuple[str, str]], metric: str, amount: float = 1.0) -> None:
         """Add `amount` to the counter `metric` of every dimension in `dims`."""
