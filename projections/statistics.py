@@ -200,8 +200,7 @@ class StatisticsView:
             self._count_repair(page, row)
             page.repairs.put({**row, "category": e.category.value})
         elif isinstance(e, FailureUnrepairable):
-            rid = str(rid)
-            row = self._row(page, rid) or self._new(rid, e.project, e.category.value)
+            row = self._row(page, str(rid)) or self._new(str(rid), e.project, e.category.value)
             if not row["unrepairable"]:
                 page.add([d for d in self._dims(row) if d[0] != "strategy"], "unrepairable")
             page.repairs.put({**row, "unrepairable": 1, "failed_at": None})
