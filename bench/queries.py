@@ -52,8 +52,9 @@ def wrk(url: str, connections: int, duration: float, timeout_s: float = 30.0) ->
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
+    seconds = max(1, round(duration))  # wrk refuses a fractional duration ("3.33s")
     out = subprocess.run(
-        [exe, "-t2", f"-c{connections}", f"-d{duration:g}s", f"--timeout={timeout_s:g}s", "--latency", url],
+        [exe, "-t2", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s:g}s", "--latency", url],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -116,7 +117,7 @@ def in_rounds(base_url: str, routes: list[str], connections: int, duration: floa
     baseline, first in each round): a change in the machine's load (it is shared) falls on the baseline
     and the routes alike, not on whichever ran last. Per route: its median run (by requests/s), and every
     run under `runs`. With `profile`, py-spy samples `pid` during the first round."""
-    each_s = max(2.0, duration / rounds)
+    each_s = float(max(2, round(duration / rounds)))
     runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
     for n in range(rounds):
         for route in routes:

@@ -234,7 +234,7 @@ def main() -> int:
     ap.add_argument("--soak-minutes", type=float, default=4.0)
     ap.add_argument("--replay-events", type=int, default=200_000)
     ap.add_argument("--repairs", type=int, default=100_000)
-    ap.add_argument("--wrk-seconds", type=float, default=10.0)
+    ap.add_argument("--wrk-seconds", type=float, default=15.0)
     ap.add_argument("--skip", default="", help="comma-separated: sqlite,postgres,replay,queries,store_relay")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
