@@ -4,8 +4,6 @@ PostgreSQL: repairs and candidates folded from a mixed history, strategy statist
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from projections.heals import list_repairs, repair_candidates, strategy_stats
 from projections.replay import check
 from projections.runner import ProjectionRunner
 from projections.views import default_views
+from tests.integration.store_views import StoreAndViews
 
 OLD = "def test_a():\n    assert f() == 1\n"
 GOOD = ValidationEvidence(reruns=3, passes=3, mutation=MutationVerdict.PASSED)
@@ -70,23 +69,7 @@ def write_history(store: EventStore) -> None:
     w.step(r3, lambda s: repairs.open_repair(s, failure("f3", FailureClass.PRODUCT_REGRESSION), [], r3))
 
 
-class HealsContract:
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        es = EventStore(store_env)
-        yield es
-        es.close()
-
-    @pytest.fixture
-    def db(self, store_env: dict[str, str], tmp_path: Path) -> Iterator[ViewDB]:
-        views = ViewDB.from_store_env(store_env, tmp_path)
-        yield views
-        views.close()
-
+class HealsContract(StoreAndViews):
     def test_repairs_candidates_and_statistics_follow_the_history(self, store: EventStore, db: ViewDB) -> None:
         # Given a history of three repairs, When the views catch up
         write_history(store)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,25 +20,10 @@ from projections.timeline import repair_event_positions
 from projections.trends import run_trends
 from projections.views import default_views
 from tests.integration.operator_history import R1, TEST_C, write_operator_history
+from tests.integration.store_views import StoreAndViews
 
 
-class OperatorViewsContract:
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        es = EventStore(store_env)
-        yield es
-        es.close()
-
-    @pytest.fixture
-    def db(self, store_env: dict[str, str], tmp_path: Path) -> Iterator[ViewDB]:
-        views = ViewDB.from_store_env(store_env, tmp_path)
-        yield views
-        views.close()
-
+class OperatorViewsContract(StoreAndViews):
     def test_statistics_of_a_mixed_history(self, store: EventStore, db: ViewDB) -> None:
         # Given the mixed history, When the views catch up
         write_operator_history(store)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -25,6 +24,7 @@ from projections.replay import check, rebuild
 from projections.runner import ProjectionRunner
 from projections.services import ServicesView, list_services
 from projections.views import RecordedEvent, default_views
+from tests.integration.store_views import StoreAndViews
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -156,24 +156,8 @@ class CountingView:
         return sorted(tx.fetchall(), key=lambda row: row["kind"])
 
 
-class ProjectionContract:
+class ProjectionContract(StoreAndViews):
     """The test bodies; subclasses choose the store."""
-
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        es = EventStore(store_env)
-        yield es
-        es.close()
-
-    @pytest.fixture
-    def db(self, store_env: dict[str, str], tmp_path: Path) -> Iterator[ViewDB]:
-        views = ViewDB.from_store_env(store_env, tmp_path)
-        yield views
-        views.close()
 
     def test_the_view_folds_a_mixed_history(self, store: EventStore, db: ViewDB) -> None:
         # Given a mixed history in the store

@@ -10,8 +10,7 @@ interrupted between or inside pages resumes from its tracked positions to the sa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -32,8 +31,9 @@ from projections.db import Tx, ViewDB
 from projections.replay import rebuild
 from projections.runner import ProjectionRunner
 from projections.statistics import ALL, StatisticsView
-from projections.views import LIVE_PREFIX, SCRATCH_PREFIX, View, default_views
+from projections.views import LIVE_PREFIX, SCRATCH_PREFIX, View, default_views, fold
 from tests.integration.operator_history import R1, Writer, at, failure, write_operator_history
+from tests.integration.store_views import StoreAndViews
 
 
 def write_environments(w: Writer) -> None:
@@ -160,40 +160,15 @@ class FailingView:
     def apply_many(self, tx: Tx, events: Sequence[Any], prefix: str) -> None:
         self.pages += 1
         if self.pages == self.fail_at:
-            half = events[: len(events) // 2]
-            if hasattr(self.view, "apply_many"):
-                self.view.apply_many(tx, half, prefix)
-            else:
-                for recorded in half:
-                    self.view.apply(tx, recorded, prefix)
+            fold(self.view, tx, events[: len(events) // 2], prefix)
             raise Interrupted(f"{self.name}: page #{self.pages}")
-        if hasattr(self.view, "apply_many"):
-            self.view.apply_many(tx, events, prefix)
-        else:
-            for recorded in events:
-                self.view.apply(tx, recorded, prefix)
+        fold(self.view, tx, events, prefix)
 
     def dump(self, tx: Tx, prefix: str) -> list[dict[str, Any]]:
         return list(self.view.dump(tx, prefix))
 
 
-class BatchesContract:
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        es = EventStore(store_env)
-        yield es
-        es.close()
-
-    @pytest.fixture
-    def db(self, store_env: dict[str, str], tmp_path: Path) -> Iterator[ViewDB]:
-        views = ViewDB.from_store_env(store_env, tmp_path)
-        yield views
-        views.close()
-
+class BatchesContract(StoreAndViews):
     @pytest.mark.parametrize("page", [3, 10_000])
     def test_pages_give_exactly_the_rows_of_one_event_at_a_time(
         self, store: EventStore, db: ViewDB, page: int
