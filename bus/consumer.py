@@ -306,8 +306,9 @@ class BatchReader:
     waiting, up to `batch_records` entries that queued up meanwhile: under load the batches grow, and
     so does what one transaction stores. An empty read sends it back to waiting for one.
 
-    A batch that was started is finished (and acknowledged) on shutdown, within `GRACE_S`; otherwise
-    its entries stay pending and the reclaim subscriber retries them (idempotently).
+    A batch that was started is finished (and acknowledged) even on shutdown, but within `GRACE_S`,
+    at shutdown or not: a batch that takes longer (a store that hangs) is given up with a warning, and
+    its entries not acknowledged stay pending for the reclaim subscriber to retry (idempotently).
     """
 
     GRACE_S = 10.0
@@ -347,8 +348,11 @@ class BatchReader:
                 count, block = 1, c.config.polling_ms
                 continue
             try:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.GRACE_S):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.GRACE_S) as bounded:
                     await c.process_batch(entries, self.handle_batch)
+                if bounded.cancelled_caught:
+                    log.warning("a batch of %d from %s took over %.0f s and was given up; its entries not "
+                                "acknowledged stay pending for reclaim", len(entries), c.stream, self.GRACE_S)
             except (RedisError, OSError) as exc:
                 # Redis went away mid-batch (an XACK, a dead letter): what was not acked stays pending,
                 # and reclaim retries it (idempotently).
