@@ -25,9 +25,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from actors.monitor import decide
 from actors.monitor import history as watching
-from actors.monitor.router import MonitorDeps, NotForMonitor
-from actors.ports import Aggregates, Cause, Tick
-from contracts import Envelope, natural_id
+from actors.monitor.router import MonitorDeps, NotForMonitor, watch_cause
+from actors.ports import Aggregates, Cause
+from contracts import Envelope
 from contracts.runs import RunReported
 
 
@@ -63,12 +63,6 @@ class _Streams:
             self.added.setdefault(stream_id, []).extend(events)
 
 
-
-def _watch_tick(envelope: Envelope[Any], run: RunReported) -> Tick:
-    # As in router._run_reported: derived from the run, so a run reported twice is watched once.
-    return Tick(id=natural_id("monitor-watch", run.project, run.run_id), correlation_id=envelope.correlation_id)
-
-
 def plan(
     aggregates: BatchAggregates, deps: MonitorDeps,
     runs: Sequence[tuple[Envelope[Any], RunReported, decide.Assessment]],
@@ -86,7 +80,7 @@ def plan(
             watch = watches.get(wid)
             if watch is None:
                 watch = watching.fold(streams.history(wid), flakiness)
-            tick = _watch_tick(envelope, run)
+            tick = watch_cause(envelope, run)
             if not streams.handled(wid, tick):
                 recorded = aggregates.caused(tick, watching.record_run(watch, run, flakiness, assessed.attempts))
                 streams.add(wid, recorded)

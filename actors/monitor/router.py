@@ -72,16 +72,23 @@ async def handle(deps: MonitorDeps, envelope: Envelope[Any]) -> None:
         raise NotForMonitor(f"the monitor does not handle {envelope.type!r}")
 
 
+def watch_cause(envelope: Envelope[Any], run: RunReported) -> Tick:
+    """The cause of a run's events on its project's watch stream.
+
+    The watch is a second stream, so it gets a cause of its own: derived from the run, not the
+    message, so a run reported twice under two message ids is recorded once; and distinct from the
+    message id, so its events' ids (derived from the cause) never equal the run stream's.
+    """
+    return Tick(id=natural_id("monitor-watch", run.project, run.run_id), correlation_id=envelope.correlation_id)
+
+
 async def _run_reported(deps: MonitorDeps, envelope: Envelope[Any], run: RunReported) -> None:
     config = deps.config
     flakiness = config.flakiness
     flaky: frozenset[str] = frozenset()
     assessed = decide.assess(run, config)
     if assessed.storm is None:
-        # The watch is a second stream, so it gets a cause of its own: derived from the run, not the
-        # message, so a run reported twice under two message ids is recorded once; and distinct from
-        # the message id, so its events' ids (derived from the cause) never equal the run stream's.
-        tick = Tick(id=natural_id("monitor-watch", run.project, run.run_id), correlation_id=envelope.correlation_id)
+        tick = watch_cause(envelope, run)
         watch_id = watching.watch_id(run.project)
 
         def record(history: Sequence[Envelope[Any]]) -> list[Any]:
