@@ -164,6 +164,9 @@ async def test_a_batch_is_one_transaction(store: EventStore) -> None:
 
 # -- through the consumer, with real Redis ------------------------------------------------------------
 
+LIMIT = 64_000  # bytes: a message limit the test's runs are well within
+
+
 def config(**overrides: Any) -> ConsumerConfig:
     values: dict[str, Any] = {"consumer": f"test-{uuid.uuid4().hex[:8]}", "reclaim_idle_ms": 300,
                               "max_deliveries": 50, "max_message_bytes": 1 << 20, "maxlen": 10_000,
@@ -251,6 +254,8 @@ async def test_one_read_with_malformed_rejected_duplicate_and_valid_runs(
     valid = [run("shop", f"r{i}", f"c{i}", total=F if i % 2 else P) for i in range(1, 5)]
     ids = {
         "malformed": await client.xadd(streams.INGEST, {streams.MESSAGE_FIELD: "{not JSON"}),
+        "oversized": await client.xadd(streams.INGEST, {
+            streams.MESSAGE_FIELD: '{"type": "run.reported", "pad": "' + "x" * LIMIT + '"}'}),
         "v1": await client.xadd(streams.INGEST, entry(valid[0])),  # type: ignore[arg-type]
         "rejected": await client.xadd(streams.INGEST, entry(run("shop", POISON, "c9", total=F))),  # type: ignore[arg-type]
         "v2": await client.xadd(streams.INGEST, entry(valid[1])),  # type: ignore[arg-type]
@@ -261,17 +266,19 @@ async def test_one_read_with_malformed_rejected_duplicate_and_valid_runs(
     position = store.max_position()
 
     # When the monitor reads them
-    async with running_ingest(redis_url, store, config(reclaim_idle_ms=30_000)) as (consumer, reader):
+    cfg = config(reclaim_idle_ms=30_000, max_message_bytes=LIMIT)
+    async with running_ingest(redis_url, store, cfg) as (consumer, reader):
         async def drained() -> bool:
             info = await client.xinfo_groups(streams.INGEST)
             return await pending(client) == 0 and wire.text(info[0]["last-delivered-id"]) == wire.text(ids["v4"])
 
         await eventually(drained, "every entry read and acknowledged")
 
-    # Then the malformed and the rejected entries are dead letters with their reasons ...
+    # Then the malformed, the oversized and the rejected entries are dead letters with their reasons ...
     letters = await dead_letters(client)
-    assert set(letters) == {wire.text(ids["malformed"]), wire.text(ids["rejected"])}
+    assert set(letters) == {wire.text(ids[k]) for k in ("malformed", "oversized", "rejected")}
     assert letters[wire.text(ids["malformed"])].startswith("invalid message: not valid JSON")
+    assert f"the limit is {LIMIT}" in letters[wire.text(ids["oversized"])]
     assert letters[wire.text(ids["rejected"])] == f"rejected: run {POISON!r} cannot be monitored"
     # ... every valid run is stored once, the duplicate added nothing, the rejected run nothing
     for envelope in [*valid, stored]:
@@ -280,7 +287,7 @@ async def test_one_read_with_malformed_rejected_duplicate_and_valid_runs(
         assert sum(isinstance(e.data, RunRecorded) for e in events) == 1
     assert store.load(natural_id("run", "shop", POISON)) == []
     assert store.load(natural_id("run", "depot", "d0"))
-    assert consumer.processed == 6 and consumer.dead_lettered == 2
+    assert consumer.processed == 6 and consumer.dead_lettered == 3
     # (the first entry came alone, the rest in one read; with a rejected run in it, that batch was
     # handled one entry at a time, each with its own outcome)
     assert reader.batches == 2
