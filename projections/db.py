@@ -62,12 +62,7 @@ class Tx:
     def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str]) -> Tx:
         """Insert `row` (column -> value) into `table`, or update the other columns of the row with its `key`."""
         columns = list(row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-        return self.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
-            [row[c] for c in columns],
-        )
+        return self.execute(upsert_sql(table, columns, key), [row[c] for c in columns])
 
     def fetchall(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._cursor.fetchall()]
@@ -264,6 +259,13 @@ class ViewDB:
                 self._idle.append(conn)
                 return
         _close_quietly(conn)
+
+
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """INSERT of `columns` into `table` that updates the other columns of the row with `key` instead."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
 
 
 def postgres_conninfo(env: Mapping[str, str]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from projections.db import Tx
+from projections.db import Tx, upsert_sql
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -36,11 +36,7 @@ class TableRows:
         self._dirty: dict[Key, None] = {}  # an ordered set
         names = ", ".join(self.columns)
         self._select = f"SELECT {names} FROM {table} WHERE "
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
-        self._upsert = (
-            f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in self.columns)}) "
-            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
-        )
+        self._upsert = upsert_sql(table, self.columns, self.key)
 
     def load(self, keys: Iterable[Key]) -> None:
         """Read the rows of `keys` not read yet, a chunk of keys per query."""
