@@ -78,8 +78,8 @@ def plan(
         if assessed.storm is None:
             wid = watching.watch_id(run.project)
             watch = watches.get(wid)
-            if watch is None:
-                watch = watching.fold(streams.history(wid), flakiness)
+            if watch is None:  # the first run of its project in the batch: what is stored, nothing added yet
+                watch = deps.watches.fold(wid, streams.stored[wid], flakiness)
             tick = watch_cause(envelope, run)
             if not streams.handled(wid, tick):
                 recorded = aggregates.caused(tick, watching.record_run(watch, run, flakiness, assessed.attempts))

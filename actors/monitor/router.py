@@ -54,6 +54,7 @@ class MonitorDeps:
     report: Callable[[RunReported], Awaitable[None]]  # puts a run.reported on the ingest stream
     config: decide.MonitorConfig = decide.MonitorConfig()  # noqa: RUF009  (frozen, so sharing it is safe)
     monitorings: Monitorings = field(factory=Monitorings)
+    watches: watching.WatchFolds = field(factory=watching.WatchFolds)  # the watches folded so far
 
 
 async def handle(deps: MonitorDeps, envelope: Envelope[Any]) -> None:
@@ -92,12 +93,13 @@ async def _run_reported(deps: MonitorDeps, envelope: Envelope[Any], run: RunRepo
         watch_id = watching.watch_id(run.project)
 
         def record(history: Sequence[Envelope[Any]]) -> list[Any]:
-            return watching.record_run(watching.fold(history, flakiness), run, flakiness, assessed.attempts)
+            return watching.record_run(deps.watches.fold(watch_id, history, flakiness), run, flakiness,
+                                       assessed.attempts)
 
         await deps.aggregates.execute(watch_id, tick, record)
         # Read back rather than reuse: after a crash between the two appends, the redelivery finds the
         # watch already recorded (no-op above) and must still see this run's verdicts.
-        flaky = watching.fold(await deps.aggregates.history(watch_id), flakiness).flaky_tests()
+        flaky = deps.watches.fold(watch_id, await deps.aggregates.history(watch_id), flakiness).flaky_tests()
 
     def decide_run(history: Sequence[Envelope[Any]]) -> list[Any]:
         state = decide.RunState(recorded=decide.fold_run(history), flaky=flaky)

@@ -11,6 +11,7 @@ import pytest
 from actors.monitor.history import (
     FlakinessConfig,
     Watch,
+    WatchFolds,
     collapse,
     fold,
     record_run,
@@ -204,3 +205,37 @@ def test_watch_stream_id_is_the_natural_id_of_the_project() -> None:
 def test_window_must_hold_two_runs(window: int) -> None:
     with pytest.raises(ValueError):
         FlakinessConfig(window=window)
+
+
+def test_a_remembered_fold_goes_forward_from_where_it_was_and_equals_a_fold_from_the_start() -> None:
+    stream = Stream()
+    folds = WatchFolds()
+    sid = watch_id("shop")
+    for outcome in [F, P, F, P, F, F, P, F, P, P, P, P, P, P, P, P, P, P]:
+        stream.report(result(T, outcome), result(OTHER, F if outcome is P else P))
+        assert folds.fold(sid, stream.history, CONFIG) == fold(stream.history, CONFIG)
+    assert any(h.flaky for h in fold(stream.history[:12], CONFIG).tests.values())  # the fold had something to track
+
+
+def test_a_shorter_history_than_the_remembered_one_is_folded_from_the_start() -> None:
+    stream = Stream()
+    stream.outcomes(T, [F, P, F, P, F])
+    folds = WatchFolds()
+    sid = watch_id("shop")
+    folds.fold(sid, stream.history, CONFIG)
+    shorter = stream.history[:3]
+    assert folds.fold(sid, shorter, CONFIG) == fold(shorter, CONFIG) != fold(stream.history, CONFIG)
+
+
+def test_remembered_folds_are_per_stream_and_per_config_and_bounded() -> None:
+    stream = Stream()
+    stream.outcomes(T, [F, P, F, P, F])
+    strict = FlakinessConfig(window=3, min_runs=2, threshold=0.9)
+    folds = WatchFolds(limit=2)
+    a, b, c = watch_id("a"), watch_id("b"), watch_id("c")
+    assert folds.fold(a, stream.history, CONFIG) == fold(stream.history, CONFIG)
+    assert folds.fold(a, stream.history, strict) == fold(stream.history, strict)
+    # A third stream pushes the oldest out; an unknown stream starts from nothing, never from another's fold.
+    assert folds.fold(b, stream.history[:2], CONFIG) == fold(stream.history[:2], CONFIG)
+    assert folds.fold(c, [], CONFIG) == Watch()
+    assert folds.fold(a, stream.history, CONFIG) == fold(stream.history, CONFIG)
