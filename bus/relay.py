@@ -16,7 +16,10 @@ Tracing: each event is published inside a PRODUCER span of its own whose parent 
 the event was recorded in (its envelope's `metadata`, see `bus.store`), so the entry's `traceparent`
 continues the trace of the message that caused the event, and the next actor continues it in turn.
 The batch span `cars.relay publish` is linked from each of them. An event recorded outside any trace
-is published as a child of the batch span.
+is published as a child of the batch span. When no span would be exported (no span processor, the
+default `OTEL_TRACES_EXPORTER=none`), the per-event span is not made: the entry carries the trace
+context the event was recorded in as it is, the same trace a span would continue, for a fraction
+of the cost (`bus.telemetry.recording`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from redis.exceptions import RedisError, WatchError
 from bus.metrics import BusMetrics
 from bus.store import Recorded
 from bus.streams import POSITION_FIELD, RELAY_POSITION_KEY, RESULTS, events_stream
-from bus.telemetry import context_from
+from bus.telemetry import context_from, recording, trace_fields
 from bus.wire import publish
 from contracts import ContractError
 
@@ -145,7 +148,14 @@ class Relay:
                 },
             ) as span, contextlib.ExitStack() as event_spans:
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                spans = recording()
                 for record in records:
+                    if not spans:
+                        # No span would go anywhere: pass on the context the event was recorded in,
+                        # which is what a span's would continue (the same trace).
+                        # (None: recorded outside any trace, published as a child of the batch span.)
+                        await self._queue(pipe, record, trace_fields(record.envelope.metadata) or None)
+                        continue
                     event_span = self._event_span(record, span)
                     event_spans.callback(event_span.end)  # once EXEC has answered
                     with trace.use_span(event_span, end_on_exit=False):
@@ -204,12 +214,13 @@ class Relay:
             self._checked_store = True
         return records
 
-    async def _queue(self, pipe: Pipeline, record: Recorded) -> None:
+    async def _queue(self, pipe: Pipeline, record: Recorded, trace: dict[str, str] | None = None) -> None:
+        """XADD one event (`trace`: its trace fields; the current span's context when None)."""
         entry = record.envelope.entry
         extra = {POSITION_FIELD: str(record.position)}
-        await publish(pipe, events_stream(entry.area), record.envelope, maxlen=self.maxlen, extra=extra)
+        await publish(pipe, events_stream(entry.area), record.envelope, maxlen=self.maxlen, extra=extra, trace=trace)
         if entry.summary:
-            await publish(pipe, RESULTS, record.envelope, maxlen=self.maxlen, extra=extra)
+            await publish(pipe, RESULTS, record.envelope, maxlen=self.maxlen, extra=extra, trace=trace)
 
     def _event_span(self, record: Recorded, batch: Span) -> Span:
         """The PRODUCER span one event is published in, continuing the trace it was recorded in."""

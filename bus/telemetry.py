@@ -66,6 +66,23 @@ def span_exporters(setting: str) -> list[SpanExporter]:
     return exporters
 
 
+def recording() -> bool:
+    """Whether a span made now goes anywhere: the SDK provider has a span processor (an exporter, or
+    a test's in-memory one). With none (`OTEL_TRACES_EXPORTER=none`, the default) a span only carries
+    its trace context, so a hot path may pass the context on as it is instead of making a span that
+    nothing will ever read (the relay does, per event)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return False  # no SDK (or OTEL_SDK_DISABLED): spans are non-recording, their context is the parent's
+    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
+    return processors is None or len(processors) > 0  # unknown layout: assume someone is listening
+
+
+def trace_fields(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The trace context kept in an envelope's metadata, as stream-entry fields."""
+    return {k: v for k, v in metadata.items() if k in TRACE_FIELDS}
+
+
 def current_trace_context() -> dict[str, str]:
     """The W3C trace context (`traceparent`, `tracestate`) of the current span; empty outside one."""
     carrier: dict[str, str] = {}
@@ -75,7 +92,7 @@ def current_trace_context() -> dict[str, str]:
 
 def context_from(metadata: Mapping[str, str]) -> Context | None:
     """The trace context kept in an envelope's metadata, or None when there is none (or it is invalid)."""
-    carrier = {k: v for k, v in metadata.items() if k in TRACE_FIELDS}
+    carrier = trace_fields(metadata)
     if "traceparent" not in carrier:
         return None
     context = propagate.extract(carrier)

@@ -31,12 +31,17 @@ class MessageTooLarge(ContractError):
         super().__init__([f"message is {size} bytes; the limit is {limit} (CARS_MAX_MESSAGE_BYTES) @ $"])
 
 
-def entry_fields(envelope: Envelope[Any], *, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The stream-entry fields of one envelope, with the current trace context injected."""
+def entry_fields(
+    envelope: Envelope[Any], *, extra: Mapping[str, str] | None = None, trace: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The stream-entry fields of one envelope, with the current trace context injected (or `trace`,
+    trace fields given as they are)."""
     fields: dict[str, str] = {MESSAGE_FIELD: contracts.dumps(envelope)}
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    fields.update({k: v for k, v in carrier.items() if k in TRACE_FIELDS})
+    if trace is None:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        trace = carrier
+    fields.update({k: v for k, v in trace.items() if k in TRACE_FIELDS})
     if extra:
         fields.update(extra)
     return fields
@@ -44,10 +49,11 @@ def entry_fields(envelope: Envelope[Any], *, extra: Mapping[str, str] | None = N
 
 async def publish(
     client: Redis | Pipeline, stream: str, envelope: Envelope[Any], *, maxlen: int,
-    extra: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None, trace: Mapping[str, str] | None = None,
 ) -> Any:
-    """XADD one envelope. Returns the entry id (or the pipeline, when queued on one)."""
-    fields: dict[Any, Any] = entry_fields(envelope, extra=extra)
+    """XADD one envelope (`trace`: its trace fields, instead of the current context's). Returns the
+    entry id (or the pipeline, when queued on one)."""
+    fields: dict[Any, Any] = entry_fields(envelope, extra=extra, trace=trace)
     return await client.xadd(stream, fields, maxlen=maxlen, approximate=True)
 
 

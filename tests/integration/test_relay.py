@@ -22,13 +22,16 @@ from urllib.parse import urlparse, urlunparse
 import anyio
 import pytest
 import redis
+from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+import bus.relay
 import contracts
 from bus.relay import PositionAhead, Relay
 from bus.store import EventStore
 from bus.streams import ALL_EVENT_STREAMS, POSITION_FIELD, RELAY_POSITION_KEY, RESULTS, events_stream
+from bus.telemetry import tracer_provider
 from contracts import Area, Envelope
 from contracts.environments import EnvironmentFailed, EnvironmentRequested
 from contracts.failures import FailureDetected, FailureUnrepairable
@@ -263,6 +266,36 @@ class RelayContract:
         got = [(f[b"position"].decode(), contracts.loads(f[b"message"]).type) for _, f in entries]
         failures = {1: "failure.detected", 2: "failure.unrepairable"}
         assert got == [(str(p), failures[i % 8]) for i, p in enumerate(positions) if i % 8 in failures]
+
+    @pytest.mark.parametrize("spans", [True, False], ids=["span-per-event", "no-span-processor"])
+    async def test_each_entry_continues_the_trace_its_event_was_recorded_in(
+        self, store: EventStore, client: Redis, spans: bool, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # Given events recorded inside a trace, one recorded outside any, and an SDK tracer provider
+        # with (or, as by default, without) a span processor
+        tracer_provider()
+        monkeypatch.setattr(bus.relay, "recording", lambda: spans)
+        with trace.get_tracer(__name__).start_as_current_span("ingest") as ingest:
+            append_events(store, 3)
+        store.append(uuid.uuid4(), 0, [Envelope(data=sample(1).data, occurred_at=NOW, metadata={})])
+        traced = {r.position: r.envelope.metadata["traceparent"] for r in store.read(after=0, limit=10)
+                  if "traceparent" in r.envelope.metadata}
+
+        # When the relay publishes them
+        await Relay(store, client, maxlen=MAXLEN).relay_once()
+
+        # Then each entry's traceparent is in the trace the event was recorded in; without spans it
+        # is the recorded context itself (the same trace, and the same parent a span would have)
+        entries = {int(f[POSITION_FIELD.encode()]): f.get(b"traceparent", b"").decode()
+                   for s in ALL_EVENT_STREAMS for _, f in await client.xrange(s)}
+        trace_id = format(ingest.get_span_context().trace_id, "032x")
+        assert len(traced) == 3 and len(entries) == 4
+        for position, parent in traced.items():
+            assert entries[position].split("-")[1] == trace_id
+            assert (entries[position] == parent) is not spans
+        # and the event recorded outside any trace goes out in the relay batch's own trace
+        [outside] = set(entries) - set(traced)
+        assert entries[outside].startswith("00-") and entries[outside].split("-")[1] != trace_id
 
     async def test_batches_are_at_most_batch_events(self, store: EventStore, client: Redis) -> None:
         # Given 25 stored events and a relay with batches of 10
