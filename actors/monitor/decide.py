@@ -26,6 +26,7 @@ nothing, so one (run_id, test_id) never gives two `failure.detected`.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,7 +137,7 @@ def decide_run(
         return []  # the same run reported again under a new message id
     if assessed is None:
         assessed = assess(run, config)
-    counts = {o: sum(1 for a in assessed.attempts if a.outcome is o) for o in Outcome}
+    counts = Counter(a.outcome for a in assessed.attempts)  # (one pass, not one per outcome)
     events: list[Any] = [RunRecorded(
         project=run.project, run_id=run.run_id, commit=run.commit, total=len(assessed.attempts),
         passed=counts[Outcome.PASSED], failed=counts[Outcome.FAILED] + counts[Outcome.ERROR],
