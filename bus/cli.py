@@ -67,7 +67,7 @@ def up(
     Without REDIS_URL an embedded redis-server is started on 127.0.0.1:CARS_EMBEDDED_REDIS_PORT (6380),
     keeping its data under CARS_HOME. Ctrl-C shuts down gracefully.
     """
-    from bus import runtime
+    from bus import heap, runtime
 
     try:
         names = [] if actors.strip() == "none" else runtime.parse_actors(actors)
@@ -83,6 +83,7 @@ def up(
     store_where = settings.store_env().get("SQLITE_DBNAME") or settings.postgres.get("POSTGRES_HOST", "")
 
     def ready(platform: runtime.Platform) -> None:
+        heap.settle()  # everything is started: what exists now lives as long as the process
         bus = platform.settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0 (embedded)"
         typer.echo(
             f"CARS {runtime.cars_version()} is up\n"
@@ -109,7 +110,7 @@ def worker(
     Each process has a unique consumer name (CARS_CONSUMER, default <hostname>-<pid>). Needs REDIS_URL,
     or a `cars up` running with the same CARS_HOME (its embedded Redis is used).
     """
-    from bus import runtime
+    from bus import heap, runtime
     from bus.embedded import running_bus_url
 
     settings = _settings()
@@ -120,7 +121,8 @@ def worker(
     except (ValueError, RuntimeError) as exc:
         _fail(str(exc))
     settings = _settings(REDIS_URL=url)
-    _run(runtime.run_until_signal(settings, actors=names, role="worker", api=False, relay=False, projections=False))
+    _run(runtime.run_until_signal(settings, actors=names, role="worker", api=False, relay=False, projections=False,
+                                  on_ready=lambda _: heap.settle()))
 
 
 @app.command()
