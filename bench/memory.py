@@ -12,6 +12,7 @@ Baseline, same run: the RSS of a bare Python interpreter that imports everything
 and starts nothing (the floor no CARS change can go under).
 
 Usage: python bench/memory.py [--soak-minutes M] (runs ingest.py's SQLite setup with a small N first)
+       python bench/memory.py --against REDIS_URL --pid PID --base-url URL --out FILE [--soak-minutes M]
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def wait_drained(client: redis.Redis, timeout_s: float) -> tuple[float, int]:
     return time.monotonic() - start, left
 
 
-def soak(cars: Cars, url: str, minutes: float, rate: int, drain_timeout_s: float = 300.0) -> dict[str, Any]:
+def soak(cars: Cars | Running, url: str, minutes: float, rate: int, drain_timeout_s: float = 300.0) -> dict[str, Any]:
     """The soak starts once the process has worked off what the earlier figures left queued: it measures
     the steady state, not a backlog being worked off (which fills the process's bounded caches)."""
     client = redis.Redis.from_url(url)
@@ -113,6 +114,34 @@ def soak(cars: Cars, url: str, minutes: float, rate: int, drain_timeout_s: float
     }
 
 
+class Running:
+    """A CARS process this script did not start: its pid (for RSS) and its HTTP base URL."""
+
+    def __init__(self, pid: int, base_url: str) -> None:
+        self.pid = pid
+        self.base_url = base_url
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.pid)
+
+
+def start_soak(cars: Cars, url: str, minutes: float, rate: int, out: Path) -> subprocess.Popen[bytes]:
+    """The soak of `cars` in a process of its own (`--against`), so that what the caller runs meanwhile
+    (the other figures) does not slow its once-a-second loop; `finish_soak` collects the result."""
+    return subprocess.Popen([
+        sys.executable, str(Path(__file__)), "--against", url, "--pid", str(cars.proc.pid),
+        "--base-url", cars.base_url, "--soak-minutes", str(minutes), "--soak-rate", str(rate), "--out", str(out),
+    ], stdout=sys.stderr)
+
+
+def finish_soak(proc: subprocess.Popen[bytes], out: Path, timeout_s: float) -> dict[str, Any]:
+    """Wait for a `start_soak` process and read what it measured."""
+    if proc.wait(timeout=timeout_s) != 0:
+        raise RuntimeError(f"the soak process exited with {proc.returncode}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
 def between(minutes: float, rate: int) -> Any:
     """The hook ingest.run_sqlite calls with the process it measured."""
     def run(cars: Cars, url: str) -> dict[str, Any]:
@@ -127,7 +156,18 @@ def main() -> None:
     ap.add_argument("--soak-minutes", type=float, default=2.0)
     ap.add_argument("--soak-rate", type=int, default=2, help="run reports per second during the soak")
     ap.add_argument("--runs", type=int, default=100, help="ingest runs before the soak")
+    ap.add_argument("--against", metavar="REDIS_URL", help="soak a CARS already running on this bus (with --pid, "
+                    "--base-url and --out; `just bench` runs its soak so, beside the other figures)")
+    ap.add_argument("--pid", type=int, help="with --against: the pid of that CARS process")
+    ap.add_argument("--base-url", help="with --against: its HTTP API, e.g. http://127.0.0.1:8080")
+    ap.add_argument("--out", type=Path, help="with --against: write the result (JSON) here")
     args = ap.parse_args()
+    if args.against:
+        if args.pid is None or args.base_url is None or args.out is None:
+            ap.error("--against needs --pid, --base-url and --out")
+        got = soak(Running(args.pid, args.base_url), args.against, args.soak_minutes, args.soak_rate)
+        args.out.write_text(json.dumps(got))
+        return
     result = ingest.run_sqlite(args.runs, 20, 0, 0, 600, between=between(args.soak_minutes, args.soak_rate))
     result["import_floor_mb"] = import_floor_mb()
     with contextlib.suppress(KeyError):
