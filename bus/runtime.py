@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -62,7 +62,6 @@ from contracts import Area, Envelope
 from contracts.registry import DeregisterService, Heartbeat, RegisterService
 from contracts.runs import RunReported
 from contracts.values import FailureClass
-from projections.api import ApiDeps, create_api
 from projections.db import ViewDB
 from projections.environments import list_environments
 from projections.heals import list_repairs, repair_candidates, strategy_stats
@@ -71,6 +70,9 @@ from projections.runner import ProjectionRunner
 from projections.services import list_services
 from projections.templates import list_templates, template_versions
 from projections.views import default_views
+
+if TYPE_CHECKING:
+    from projections.api import ApiDeps
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +441,8 @@ class Platform:
         return self.notifier_shared
 
     def api_deps(self) -> ApiDeps:
+        from projections.api import ApiDeps  # (FastAPI: only a process that serves the API imports it)
+
         assert self.store is not None and self.views is not None
         views = self.views
         return ApiDeps(
@@ -605,6 +609,8 @@ class Platform:
                     self.monitored_projects))
             server: _Server | None = None
             if self.api:
+                from projections.api import create_api
+
                 server, self.http_port = await _listen(tg, create_api(self.api_deps()), s.http_host, s.http_port,
                                                        "the HTTP API", run=self.serve_http)
             metrics_server: _Server | None = None

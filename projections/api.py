@@ -46,7 +46,7 @@ from contracts.runs import RunReported
 from contracts.schema import envelope_schema
 from projections import environment_routes, security
 from projections.db import MAX_IDLE, ViewDB
-from projections.metrics import ROUTE as METRICS_ROUTE
+from projections.metrics_route import ROUTE as METRICS_ROUTE
 
 log = logging.getLogger(__name__)
 

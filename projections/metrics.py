@@ -1,8 +1,8 @@
-"""`GET /metrics` (Prometheus text format), and the metrics that come from the store and the views.
+"""The metrics that come from the store and the views, for `GET /metrics` (Prometheus text format).
 
-The route serves what `ApiDeps.metrics` renders: the composition root combines this process's bus
-counters, the streams' state read from Redis at scrape time (`bus.metrics`), and the families below,
-read from the views and the store at scrape time:
+The route (`projections.metrics_route`) serves what `ApiDeps.metrics` renders: the composition
+root combines this process's bus counters, the streams' state read from Redis at scrape time
+(`bus.metrics`), and the families below, read from the views and the store at scrape time:
 
 - `cars_heal_candidates{class, strategy, verdict}`: every candidate the healer proposed, by failure
   class, strategy and verdict (`validated`, `rejected`, `pending`), from the heals view;
@@ -19,7 +19,6 @@ import threading
 from typing import Any
 
 import anyio.to_thread
-from fastapi import Request, Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -32,27 +31,6 @@ from contracts.environments import (
 )
 from projections.db import ViewDB
 from projections.views import LIVE_PREFIX, EventLog
-
-# The classic text format, which every Prometheus version reads (prometheus_client's own
-# CONTENT_TYPE became version=1.0.0 in 0.22; the body generate_latest writes is the same).
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process and of the whole bus, in the text exposition format."""
-    deps = request.app.state.deps
-    if deps.metrics is None:
-        return Response("this process serves no metrics\n", status_code=404, media_type="text/plain")
-    body: bytes = await deps.metrics()
-    return Response(body, media_type=CONTENT_TYPE)
-
-
-ROUTE: dict[str, Any] = {
-    "path": "/metrics", "endpoint": metrics, "methods": ["GET"], "tags": ["operations"],
-    "summary": "Prometheus metrics", "response_class": Response,
-    "responses": {200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format 0.0.4."},
-                  404: {"description": "This process serves no metrics."}},
-}
 
 
 def heal_families(db: ViewDB, prefix: str = LIVE_PREFIX) -> list[Metric]:
@@ -127,4 +105,4 @@ async def view_families(db: ViewDB, environments: ActiveEnvironments) -> list[Me
     return heals + envs
 
 
-__all__ = ["ROUTE", "ActiveEnvironments", "heal_families", "metrics", "view_families"]
+__all__ = ["ActiveEnvironments", "heal_families", "view_families"]
