@@ -8,8 +8,9 @@ are of other types.
 
 The views share their reads: the runner reads one page of the log for all the views behind (only the
 types one of them folds, so the store skips the rest without decoding it), decodes each event once,
-and gives each view its share of the page in one transaction of its own (`views.fold`: a view with
-`apply_many` folds the page in memory and writes each row once).
+and gives each view its share of the page (`views.fold`: a view with `apply_many` folds the page in
+memory and writes each row once), all the views of a page in one transaction: one commit per page,
+and every view's rows and position of that page commit together.
 
 The runner polls (SQLite has no LISTEN/NOTIFY). The store and the databases block, so the async
 `run` loop does its work in a worker thread.
@@ -46,6 +47,7 @@ class ProjectionRunner:
         views: Sequence[View],
         prefix: str = LIVE_PREFIX,
         batch: int = 1000,
+        cache_mb: int | None = None,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"table prefix {prefix!r}: use lower-case letters, digits and _")
@@ -59,6 +61,7 @@ class ProjectionRunner:
         self.views = list(views)
         self.prefix = prefix
         self.batch = batch
+        self.cache_mb = cache_mb  # page cache of the connections that fold (Tx.cache); None: the default
         self._ready = False
 
     @property
@@ -115,28 +118,40 @@ class ProjectionRunner:
             # because every event up to max_position() is already visible: SQLite has one writer, and
             # eventsourcing's PostgreSQL recorder commits inserts in position order.
             end = head if len(page) < self.batch or page[-1].position >= head else page[-1].position
-            tagged = [(r, r.envelope.type) for r in page if r.position <= end]
-            for view in behind:
-                if positions[view.name] < end:
-                    applied += self._fold_page(view, tagged, positions, end)
+            applied += self._fold_page(behind, page, positions, end)
 
     def _fold_page(
-        self, view: View, page: Sequence[tuple[RecordedEvent, str]], positions: dict[str, int], end: int
+        self, behind: Sequence[View], page: Sequence[RecordedEvent], positions: dict[str, int], end: int
     ) -> int:
-        """Fold the events of `page` (with their tags) after the view's position, and move it to `end`."""
-        position = positions[view.name]
-        events = [r for r, tag in page if tag in view.types and r.position > position]
+        """Fold the events of `page` up to `end` into every view of `behind` after its position, and move
+        them to `end`: all in ONE transaction, so the page's rows and positions commit together."""
+        tagged = [(r, r.envelope.type) for r in page if r.position <= end]
+        applied = 0
+        moved: list[View] = []
         with self.db.transaction() as tx:
-            moved = not self._advance(tx, view.name, position, end)
-            if not moved:
+            if self.cache_mb is not None:
+                tx.cache(self.cache_mb)
+            # Compare-and-set each tracking row first, in name order (two runners lock them in the
+            # same order on PostgreSQL, so they never deadlock).
+            for view in sorted(behind, key=lambda v: v.name):
+                position = positions[view.name]
+                if position >= end:
+                    continue
+                if not self._advance(tx, view.name, position, end):
+                    moved.append(view)
+                    continue
+                types = view.types
+                events = [r for r, tag in tagged if tag in types and r.position > position]
                 fold(view, tx, events, self.prefix)
-        if moved:
-            # Another runner or a rebuild moved this view since we read its position.
-            log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
-            positions[view.name] = self._ensure_tracked(view)
-            return 0
-        positions[view.name] = end
-        return len(events)
+                applied += len(events)
+        for view in behind:
+            if view in moved:
+                # Another runner or a rebuild moved this view since we read its position.
+                log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
+                positions[view.name] = self._ensure_tracked(view)
+            elif positions[view.name] < end:
+                positions[view.name] = end
+        return applied
 
     async def run(self, stop: anyio.Event | None = None, poll_s: float = 0.05) -> None:
         """Catch up, then poll every `poll_s` seconds, until `stop` is set (or forever).
