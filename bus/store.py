@@ -247,7 +247,7 @@ class EventStore:
             for position, stream_id, version, state in self._notifications(after, limit, types)
         ]
 
-    def _notifications(self, after: int, limit: int, types: Sequence[str]) -> list[tuple[int, Any, int, bytes]]:
+    def _notifications(self, after: int, limit: int, types: Sequence[str]) -> Sequence[Sequence[Any]]:
         """(position, stream id, version, stored state) of the events `read` returns.
 
         On SQLite the rows come straight from the recorder's table: eventsourcing's
@@ -269,7 +269,8 @@ class EventStore:
             query += "ORDER BY rowid LIMIT ?"
             with recorder.datastore.transaction(commit=False) as c:
                 c.execute(query, [after, *types, limit])
-                return [(row[0], row[1], row[2], row[3]) for row in c.fetchall()]
+                rows: list[Any] = c.fetchall()  # sqlite3.Row: a sequence of the four columns
+                return rows
         notifications: Sequence[Notification] = recorder.select_notifications(
             start=after, limit=limit, topics=types, inclusive_of_start=False
         )

@@ -22,9 +22,10 @@ Row = dict[str, Any]
 #: Events per page of a rebuild: larger than the live runner's, as nobody waits for a rebuild's first
 #: page and each page costs a few queries and one commit whatever its size.
 REBUILD_BATCH = 5000
-#: MB of view pages the rebuild's connection keeps in memory (`Tx.cache`): a rebuild writes every row
-#: of every view, and SQLite's default 2 MB would read most pages of a large view again for each page.
-REBUILD_CACHE_MB = 64
+#: MB of view pages the rebuild's connection keeps in memory, and of log between checkpoints (`Tx.bulk`):
+#: a rebuild writes every row of every view, and with SQLite's defaults it would read most pages of a
+#: large view again for each page, and copy pages into the database that the next page rewrites.
+REBUILD_BULK_MB = 64
 
 
 @frozen(kw_only=True)
@@ -106,7 +107,7 @@ def rebuild(
     """
     chosen = select(views, names)
     drop(db, chosen, prefix)
-    runner = ProjectionRunner(store, db, chosen, prefix=prefix, batch=batch, cache_mb=REBUILD_CACHE_MB)
+    runner = ProjectionRunner(store, db, chosen, prefix=prefix, batch=batch, bulk_mb=REBUILD_BULK_MB)
     runner.catch_up()
     return runner.positions()
 
@@ -127,7 +128,7 @@ def check(store: EventLog, db: ViewDB, views: Sequence[View], batch: int = REBUI
         for view in views:
             drop(db, [view], SCRATCH_PREFIX)
             scratch = ProjectionRunner(store, db, [view], prefix=SCRATCH_PREFIX, batch=batch,
-                                       cache_mb=REBUILD_CACHE_MB)
+                                       bulk_mb=REBUILD_BULK_MB)
             scratch.catch_up(upto=positions[view.name])
             with db.transaction(readonly=True) as tx:
                 rebuilt = view.dump(tx, SCRATCH_PREFIX)
@@ -192,4 +193,7 @@ def _key_text(key: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in key.items())
 
 
-__all__ = ["REBUILD_BATCH", "REBUILD_CACHE_MB", "CheckReport", "RowChange", "ViewDiff", "check", "compare", "drop", "rebuild", "select"]
+__all__ = [
+    "REBUILD_BATCH", "REBUILD_BULK_MB", "CheckReport", "RowChange", "ViewDiff", "check", "compare", "drop", "rebuild",
+    "select",
+]

@@ -92,10 +92,11 @@ class TableRows:
 
 def _tuple_getter(names: Sequence[str]) -> Callable[[Row], tuple[Any, ...]]:
     """A function of a row giving the values of `names`, always as a tuple (even of one name)."""
-    get = itemgetter(*names)
     if len(names) == 1:
-        return lambda row: (get(row),)
-    return get  # type: ignore[no-any-return]
+        one = names[0]
+        return lambda row: (row[one],)
+    get: Callable[[Row], tuple[Any, ...]] = itemgetter(*names)
+    return get
 
 
 __all__ = ["CHUNK", "TableRows"]

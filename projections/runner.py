@@ -47,7 +47,7 @@ class ProjectionRunner:
         views: Sequence[View],
         prefix: str = LIVE_PREFIX,
         batch: int = 1000,
-        cache_mb: int | None = None,
+        bulk_mb: int | None = None,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"table prefix {prefix!r}: use lower-case letters, digits and _")
@@ -61,7 +61,7 @@ class ProjectionRunner:
         self.views = list(views)
         self.prefix = prefix
         self.batch = batch
-        self.cache_mb = cache_mb  # page cache of the connections that fold (Tx.cache); None: the default
+        self.bulk_mb = bulk_mb  # memory for the connections that fold (`Tx.bulk`); None: the defaults
         self._ready = False
 
     @property
@@ -129,8 +129,8 @@ class ProjectionRunner:
         applied = 0
         moved: list[View] = []
         with self.db.transaction() as tx:
-            if self.cache_mb is not None:
-                tx.cache(self.cache_mb)
+            if self.bulk_mb is not None:
+                tx.bulk(self.bulk_mb)
             # Compare-and-set each tracking row first, in name order (two runners lock them in the
             # same order on PostgreSQL, so they never deadlock).
             for view in sorted(behind, key=lambda v: v.name):
