@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import chain
 
 import anyio
 import anyio.to_thread
@@ -125,14 +127,14 @@ class ProjectionRunner:
     ) -> int:
         """Fold the events of `page` up to `end` into every view of `behind` after its position, and move
         them to `end`: all in ONE transaction, so the page's rows and positions commit together."""
-        tagged = [(r, r.envelope.type) for r in page if r.position <= end]
+        share = _Shares([r for r in page if r.position <= end])
         applied = 0
         moved: list[View] = []
         with self.db.transaction() as tx:
             if self.bulk_mb is not None:
                 tx.bulk(self.bulk_mb)
-            # Compare-and-set each tracking row first, in name order (two runners lock them in the
-            # same order on PostgreSQL, so they never deadlock).
+            # Views in name order: each one's compare-and-set comes before its fold, so two runners lock
+            # the tracking rows in the same order on PostgreSQL and never deadlock.
             for view in sorted(behind, key=lambda v: v.name):
                 position = positions[view.name]
                 if position >= end:
@@ -140,8 +142,7 @@ class ProjectionRunner:
                 if not self._advance(tx, view.name, position, end):
                     moved.append(view)
                     continue
-                types = view.types
-                events = [r for r, tag in tagged if tag in types and r.position > position]
+                events = share.of(view.types, position)
                 fold(view, tx, events, self.prefix)
                 applied += len(events)
         for view in behind:
@@ -204,6 +205,27 @@ class ProjectionRunner:
             self.setup()
             position = self._tracked().get(view.name, 0)
         return position
+
+
+class _Shares:
+    """A page's events indexed by wire tag, to hand each view its share without testing every event."""
+
+    def __init__(self, events: Sequence[RecordedEvent]) -> None:
+        self.events = events
+        self.positions = [r.position for r in events]
+        self.by_tag: dict[str, list[int]] = {}
+        for i, r in enumerate(events):
+            self.by_tag.setdefault(r.envelope.type, []).append(i)
+
+    def of(self, types: frozenset[str], after: int) -> list[RecordedEvent]:
+        """The events whose tags are in `types` and whose positions are past `after`, in log order."""
+        by_tag = self.by_tag
+        picked = sorted(chain.from_iterable(by_tag[t] for t in types if t in by_tag))
+        first = bisect_right(self.positions, after)  # the index of the first event past `after`
+        if first:
+            picked = picked[bisect_left(picked, first):]
+        events = self.events
+        return [events[i] for i in picked]
 
 
 def tracking_ddl(prefix: str) -> str:
