@@ -9,12 +9,13 @@ envelopes, stream ids and versions, with and without a filter on types, from any
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from bus.store import EventStore
+from tests.integration.store_views import WriterAndReader
 from tests.integration.test_replay_batches import write_history
 
 
@@ -28,19 +29,7 @@ def by_store(store: EventStore, after: int, limit: int, types: Sequence[str]) ->
     return [(r.position, r.envelope) for r in store.read(after=after, limit=limit, types=types)]
 
 
-class ReadContract:
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def stores(self, store_env: dict[str, str]) -> Iterator[tuple[EventStore, EventStore]]:
-        """A writer, and a reader that appended nothing (so it decodes every event it reads)."""
-        writer, reader = EventStore(store_env), EventStore(store_env)
-        yield writer, reader
-        writer.close()
-        reader.close()
-
+class ReadContract(WriterAndReader):
     @pytest.mark.parametrize("types", [(), ("heal.requested", "repair.applied", "service.heartbeat_recorded")])
     def test_every_page_equals_the_recorders_notifications_decoded(
         self, stores: tuple[EventStore, EventStore], types: tuple[str, ...]
