@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
     Notification,
     StoredEvent,
 )
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import Environment
 
 import contracts
@@ -83,13 +84,16 @@ class ContractMapper(Mapper[uuid.UUID]):
         return self.to_envelope(stored_event)
 
     def to_envelope(self, stored: StoredEvent) -> Envelope[Any]:
-        state = stored.state
+        return self.envelope_of(stored.state, stored.originator_id, stored.originator_version)
+
+    def envelope_of(self, state: bytes, stream_id: uuid.UUID | str, stream_version: int) -> Envelope[Any]:
+        """The envelope stored as `state` (as the recorder holds it) at `stream_version` of `stream_id`."""
         if self.cipher:
             state = self.cipher.decrypt(state)
         if self.compressor:
             state = self.compressor.decompress(state)
         # The store is the authority on where an event sits in its stream.
-        return loads_stored(state, stream_id=stored.originator_id, stream_version=stored.originator_version)
+        return loads_stored(state, stream_id=stream_id, stream_version=stream_version)
 
 
 def with_trace_context(events: Sequence[Envelope[Any]]) -> Sequence[Envelope[Any]]:
@@ -158,6 +162,8 @@ class RecentAppends:
 
     def get(self, position: int, stream_id: Any, version: int) -> Envelope[Any] | None:
         """The envelope at `position`, if this process appended it there (checked by stream and version)."""
+        if not self._by_position:  # nothing appended by this process (a rebuild, `cars replay`)
+            return None
         with self._lock:
             envelope = self._by_position.get(position)
         if envelope is None or envelope.stream_version != version or str(envelope.stream_id) != str(stream_id):
@@ -233,15 +239,42 @@ class EventStore:
 
     def read(self, after: int = 0, limit: int = 500, types: Sequence[str] = ()) -> list[Recorded]:
         """Events of the notification log after position `after` (positions may have gaps)."""
-        notifications: Sequence[Notification] = self.recorder.select_notifications(
+        recent = self._recent
+        envelope_of = self.mapper.envelope_of
+        return [
+            Recorded(position=position, envelope=recent.get(position, stream_id, version)
+                     or envelope_of(state, stream_id, version))
+            for position, stream_id, version, state in self._notifications(after, limit, types)
+        ]
+
+    def _notifications(self, after: int, limit: int, types: Sequence[str]) -> Sequence[Sequence[Any]]:
+        """(position, stream id, version, stored state) of the events `read` returns.
+
+        On SQLite the rows come straight from the recorder's table: eventsourcing's
+        `select_notifications` would build a Notification and parse a UUID for each, which the
+        envelope's decoding does again. The query is the one `select_notifications` runs.
+        """
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            stream = "originator_id"
+            if recorder.datastore.originator_id_type == "uuid":
+                # Stored as 32 hex digits: given in the canonical form, as `str(uuid)` and the JSON write it.
+                stream = "substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-' || " \
+                         "substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4) || '-' || " \
+                         "substr(originator_id, 21)"
+            query = f"SELECT rowid, {stream}, originator_version, state FROM {recorder.events_table_name} " \
+                    "WHERE rowid>? "
+            if types:
+                query += f"AND topic IN ({','.join('?' * len(types))}) "
+            query += "ORDER BY rowid LIMIT ?"
+            with recorder.datastore.transaction(commit=False) as c:
+                c.execute(query, [after, *types, limit])
+                rows: list[Any] = c.fetchall()  # sqlite3.Row: a sequence of the four columns
+                return rows
+        notifications: Sequence[Notification] = recorder.select_notifications(
             start=after, limit=limit, topics=types, inclusive_of_start=False
         )
-        recent = self._recent
-        return [
-            Recorded(position=n.id, envelope=recent.get(n.id, n.originator_id, n.originator_version)
-                     or self.mapper.to_envelope(n))
-            for n in notifications
-        ]
+        return [(n.id, n.originator_id, n.originator_version, n.state) for n in notifications]
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

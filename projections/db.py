@@ -81,6 +81,16 @@ class Tx:
         if self.dialect == "postgres":
             self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (name,))
 
+    def bulk(self, mb: int) -> None:
+        """Tune this connection for folding many pages (SQLite; PostgreSQL needs nothing): keep up to `mb`
+        MB of the database's pages in memory, and let the write-ahead log grow as large before its
+        contents are copied into the database. SQLite's defaults (2 MB of cache, a checkpoint every
+        4 MB of log) make each page of upserts into a large view read its pages again, and copy pages
+        that the next page rewrites anyway. The connection keeps the settings after the transaction."""
+        if self.dialect == "sqlite":
+            self.execute(f"PRAGMA cache_size=-{int(mb) * 1024}")
+            self.execute(f"PRAGMA wal_autocheckpoint={int(mb) * 1024 * 1024 // 4096}")  # in pages of 4 KB
+
     @property
     def rowcount(self) -> int:
         """Rows changed by the last INSERT, UPDATE or DELETE."""

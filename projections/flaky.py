@@ -25,7 +25,7 @@ from contracts.monitoring import OutcomesRecorded
 from contracts.repairs import RepairApplied
 from contracts.values import Outcome
 from projections.db import Tx, ViewDB
-from projections.rows import TableRows
+from projections.rows import CHUNK, TableRows
 from projections.views import LIVE_PREFIX, RecordedEvent, iso
 
 LAST_FLIPS = 5
@@ -78,6 +78,9 @@ class FlakyTestsView:
         """Fold a page: each test's row is read once and written once (a `repair.applied` writes the
         rows so far first, as it updates rows by their quarantine's repair)."""
         rows = self._rows(tx, prefix)
+        # The repairs some quarantine names: a repair.applied of any other repair changes no row.
+        quarantining = _quarantine_repairs(tx, prefix, [str(r.envelope.data.repair_id) for r in events
+                                                        if isinstance(r.envelope.data, RepairApplied)])
         for recorded in events:
             env = recorded.envelope
             e = env.data
@@ -111,7 +114,11 @@ class FlakyTestsView:
                 row.update(quarantine_file=e.quarantine_file, quarantine_reason=e.reason, ever_flaky=1,
                            quarantine_repair=str(e.repair_id) if e.repair_id else None, updated_position=pos)
                 rows.put(row)
+                if row["quarantine_repair"] is not None:
+                    quarantining.add(row["quarantine_repair"])
             elif isinstance(e, RepairApplied):
+                if str(e.repair_id) not in quarantining:
+                    continue
                 rows.flush()
                 tx.execute(f"UPDATE {prefix}flaky_tests SET quarantine = ?, updated_position = ? "
                            "WHERE quarantine_repair = ? AND quarantine = ?",
@@ -131,6 +138,18 @@ class FlakyTestsView:
         """A test's row to change and put (a copy: a row of `rows` changes only when put)."""
         row = rows.get(project, test_id)
         return dict(row) if row is not None else _new(project, test_id)
+
+
+def _quarantine_repairs(tx: Tx, prefix: str, repair_ids: Sequence[str]) -> set[str]:
+    """Those of `repair_ids` that a row of the table names as its quarantine's repair."""
+    wanted = list(dict.fromkeys(repair_ids))
+    found: set[str] = set()
+    for i in range(0, len(wanted), CHUNK):
+        chunk = wanted[i:i + CHUNK]
+        tx.execute(f"SELECT DISTINCT quarantine_repair FROM {prefix}flaky_tests "
+                   f"WHERE quarantine_repair IN ({', '.join('?' for _ in chunk)})", chunk)
+        found.update(str(r["quarantine_repair"]) for r in tx.fetchall())
+    return found
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ REPAIR_COLUMNS = (
     "repair_id", "project", "test_id", "fingerprint", "category", "status", "round", "strategy", "confidence",
     "candidate_id", "patch", "needs_approval", "reason", "branch", "commit_sha", "updated_at", "updated_position",
 )
+_CANDIDATE_EVENTS = (HealProposed, HealValidated, HealRejected)
 CANDIDATE_COLUMNS = (
     "candidate_id", "repair_id", "round", "category", "strategy", "rank", "confidence", "quarantine", "verdict",
     "reason", "files",
@@ -71,19 +72,23 @@ class HealsView:
         """Fold a page: the repairs and candidates it touches are read once and written once."""
         repairs = TableRows(tx, f"{prefix}repairs", REPAIR_COLUMNS, ("repair_id",))
         candidates = TableRows(tx, f"{prefix}heal_candidates", CANDIDATE_COLUMNS, ("candidate_id",))
-        repairs.load((_repair_id(r.envelope.data),) for r in events)
-        candidates.load((str(r.envelope.data.candidate_id),) for r in events
-                        if isinstance(r.envelope.data, HealProposed | HealValidated | HealRejected))
-        for recorded in events:
-            self._fold(repairs, candidates, recorded)
+        # Each event's repair and candidate id as text, worked out once for the loads and the fold.
+        rids = [_repair_id(r.envelope.data) for r in events]
+        cids = [str(e.candidate_id) if isinstance(e, _CANDIDATE_EVENTS) else None
+                for e in (r.envelope.data for r in events)]
+        repairs.load((rid,) for rid in rids)
+        candidates.load((cid,) for cid in cids if cid is not None)
+        for recorded, rid, cid in zip(events, rids, cids, strict=True):
+            self._fold(repairs, candidates, recorded, rid, cid)
         repairs.flush()
         candidates.flush()
 
-    def _fold(self, repairs: TableRows, candidates: TableRows, recorded: RecordedEvent) -> None:
+    def _fold(self, repairs: TableRows, candidates: TableRows, recorded: RecordedEvent, rid: str,
+              cid: str | None) -> None:
+        """Fold one event about repair `rid` (and candidate `cid`, for the events about one)."""
         env = recorded.envelope
         e = env.data
-        at, pos = iso(env.occurred_at), recorded.position
-        rid = _repair_id(e)
+        pos = recorded.position
         row = repairs.get(rid)
         if isinstance(e, HealRequested):
             repairs.put({
@@ -91,7 +96,7 @@ class HealsView:
                 "fingerprint": e.fingerprint, "category": e.category.value, "status": "validating",
                 "round": (row["round"] if row else 0) + 1, "strategy": None, "confidence": None,
                 "candidate_id": None, "patch": None, "needs_approval": 0, "reason": e.reason, "branch": None,
-                "commit_sha": None, "updated_at": at, "updated_position": pos,
+                "commit_sha": None, "updated_at": iso(env.occurred_at), "updated_position": pos,
             })
             return
         if isinstance(e, FailureUnrepairable):
@@ -101,19 +106,21 @@ class HealsView:
                 "repair_id": rid, "project": e.project, "test_id": e.test_id, "fingerprint": e.fingerprint,
                 "category": e.category.value, "status": "unrepairable", "round": row["round"] if row else 0,
                 "strategy": None, "confidence": None, "candidate_id": None, "patch": None, "needs_approval": 0,
-                "reason": e.reason, "branch": None, "commit_sha": None, "updated_at": at, "updated_position": pos,
+                "reason": e.reason, "branch": None, "commit_sha": None, "updated_at": iso(env.occurred_at),
+                "updated_position": pos,
             })
             return
         if row is None:
             return  # events of a repair whose request this view never saw
         if isinstance(e, HealProposed):
-            if candidates.get(str(e.candidate_id)) is None:  # a candidate is written once
+            if candidates.get(cid) is None:  # a candidate is written once
                 candidates.put(dict(zip(CANDIDATE_COLUMNS, (
-                    str(e.candidate_id), rid, row["round"], row["category"], e.strategy, e.rank, e.confidence,
+                    cid, rid, row["round"], row["category"], e.strategy, e.rank, e.confidence,
                     int(e.quarantine), None, "", "\n".join(e.files)), strict=True)))
             return
+        at = iso(env.occurred_at)
         if isinstance(e, HealValidated | HealRejected):
-            cand = candidates.get(str(e.candidate_id))
+            cand = candidates.get(cid)
             if cand is None:
                 return
             validated = isinstance(e, HealValidated)

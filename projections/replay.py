@@ -19,6 +19,14 @@ from projections.views import LIVE_PREFIX, SCRATCH_PREFIX, EventLog, View
 
 Row = dict[str, Any]
 
+#: Events per page of a rebuild: larger than the live runner's, as nobody waits for a rebuild's first
+#: page and each page costs a few queries and one commit whatever its size.
+REBUILD_BATCH = 5000
+#: MB of view pages the rebuild's connection keeps in memory, and of log between checkpoints (`Tx.bulk`):
+#: a rebuild writes every row of every view, and with SQLite's defaults it would read most pages of a
+#: large view again for each page, and copy pages into the database that the next page rewrites.
+REBUILD_BULK_MB = 64
+
 
 @frozen(kw_only=True)
 class RowChange:
@@ -91,7 +99,7 @@ def rebuild(
     views: Sequence[View],
     names: Iterable[str] | None = None,
     prefix: str = LIVE_PREFIX,
-    batch: int = 1000,
+    batch: int = REBUILD_BATCH,
 ) -> dict[str, int]:
     """Drop the named views (all when `names` is None) and fold them again from position 0.
 
@@ -99,12 +107,12 @@ def rebuild(
     """
     chosen = select(views, names)
     drop(db, chosen, prefix)
-    runner = ProjectionRunner(store, db, chosen, prefix=prefix, batch=batch)
+    runner = ProjectionRunner(store, db, chosen, prefix=prefix, batch=batch, bulk_mb=REBUILD_BULK_MB)
     runner.catch_up()
     return runner.positions()
 
 
-def check(store: EventLog, db: ViewDB, views: Sequence[View], batch: int = 1000) -> CheckReport:
+def check(store: EventLog, db: ViewDB, views: Sequence[View], batch: int = REBUILD_BATCH) -> CheckReport:
     """Compare every live view with a rebuild of it from position 0 at the same position.
 
     The live views are first caught up with the log; the scratch tables are dropped afterwards.
@@ -119,7 +127,8 @@ def check(store: EventLog, db: ViewDB, views: Sequence[View], batch: int = 1000)
     try:
         for view in views:
             drop(db, [view], SCRATCH_PREFIX)
-            scratch = ProjectionRunner(store, db, [view], prefix=SCRATCH_PREFIX, batch=batch)
+            scratch = ProjectionRunner(store, db, [view], prefix=SCRATCH_PREFIX, batch=batch,
+                                       bulk_mb=REBUILD_BULK_MB)
             scratch.catch_up(upto=positions[view.name])
             with db.transaction(readonly=True) as tx:
                 rebuilt = view.dump(tx, SCRATCH_PREFIX)
@@ -184,4 +193,7 @@ def _key_text(key: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in key.items())
 
 
-__all__ = ["CheckReport", "RowChange", "ViewDiff", "check", "compare", "drop", "rebuild", "select"]
+__all__ = [
+    "REBUILD_BATCH", "REBUILD_BULK_MB", "CheckReport", "RowChange", "ViewDiff", "check", "compare", "drop", "rebuild",
+    "select",
+]

@@ -12,7 +12,8 @@ would hold by then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from projections.db import Tx, upsert_sql
@@ -37,6 +38,9 @@ class TableRows:
         names = ", ".join(self.columns)
         self._select = f"SELECT {names} FROM {table} WHERE "
         self._upsert = upsert_sql(table, self.columns, self.key)
+        # A row's values in column order, and its key, as tuples (itemgetter builds them in C).
+        self._values: Callable[[Row], tuple[Any, ...]] = _tuple_getter(self.columns)
+        self._key_of: Callable[[Row], Key] = _tuple_getter(self.key)
 
     def load(self, keys: Iterable[Key]) -> None:
         """Read the rows of `keys` not read yet, a chunk of keys per query."""
@@ -51,7 +55,7 @@ class TableRows:
                 where = " OR ".join(one for _ in chunk)
             self.tx.execute(self._select + where, [v for k in chunk for v in k])
             for row in self.tx.fetchall():
-                self._rows[tuple(row[c] for c in self.key)] = row
+                self._rows[self._key_of(row)] = row
         for k in missing:
             self._rows.setdefault(k, None)
 
@@ -66,7 +70,7 @@ class TableRows:
 
     def put(self, row: Row) -> None:
         """Insert or replace the row (every column of `columns` given); written by `flush`."""
-        k = tuple(row[c] for c in self.key)
+        k = self._key_of(row)
         self._rows[k] = row
         self._dirty[k] = None
 
@@ -81,8 +85,18 @@ class TableRows:
         gone = [k for k in self._dirty if self._rows[k] is None]
         where = " AND ".join(f"{c} = ?" for c in self.key)
         self.tx.executemany(f"DELETE FROM {self.table} WHERE {where}", gone)
-        self.tx.executemany(self._upsert, [tuple(r[c] for c in self.columns) for r in rows if r is not None])
+        values = self._values
+        self.tx.executemany(self._upsert, [values(r) for r in rows if r is not None])
         self._dirty.clear()
+
+
+def _tuple_getter(names: Sequence[str]) -> Callable[[Row], tuple[Any, ...]]:
+    """A function of a row giving the values of `names`, always as a tuple (even of one name)."""
+    if len(names) == 1:
+        one = names[0]
+        return lambda row: (row[one],)
+    get: Callable[[Row], tuple[Any, ...]] = itemgetter(*names)
+    return get
 
 
 __all__ = ["CHUNK", "TableRows"]

@@ -8,8 +8,9 @@ are of other types.
 
 The views share their reads: the runner reads one page of the log for all the views behind (only the
 types one of them folds, so the store skips the rest without decoding it), decodes each event once,
-and gives each view its share of the page in one transaction of its own (`views.fold`: a view with
-`apply_many` folds the page in memory and writes each row once).
+and gives each view its share of the page (`views.fold`: a view with `apply_many` folds the page in
+memory and writes each row once), all the views of a page in one transaction: one commit per page,
+and every view's rows and position of that page commit together.
 
 The runner polls (SQLite has no LISTEN/NOTIFY). The store and the databases block, so the async
 `run` loop does its work in a worker thread.
@@ -20,7 +21,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import chain
 
 import anyio
 import anyio.to_thread
@@ -46,6 +49,7 @@ class ProjectionRunner:
         views: Sequence[View],
         prefix: str = LIVE_PREFIX,
         batch: int = 1000,
+        bulk_mb: int | None = None,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"table prefix {prefix!r}: use lower-case letters, digits and _")
@@ -59,6 +63,7 @@ class ProjectionRunner:
         self.views = list(views)
         self.prefix = prefix
         self.batch = batch
+        self.bulk_mb = bulk_mb  # memory for the connections that fold (`Tx.bulk`); None: the defaults
         self._ready = False
 
     @property
@@ -115,28 +120,39 @@ class ProjectionRunner:
             # because every event up to max_position() is already visible: SQLite has one writer, and
             # eventsourcing's PostgreSQL recorder commits inserts in position order.
             end = head if len(page) < self.batch or page[-1].position >= head else page[-1].position
-            tagged = [(r, r.envelope.type) for r in page if r.position <= end]
-            for view in behind:
-                if positions[view.name] < end:
-                    applied += self._fold_page(view, tagged, positions, end)
+            applied += self._fold_page(behind, page, positions, end)
 
     def _fold_page(
-        self, view: View, page: Sequence[tuple[RecordedEvent, str]], positions: dict[str, int], end: int
+        self, behind: Sequence[View], page: Sequence[RecordedEvent], positions: dict[str, int], end: int
     ) -> int:
-        """Fold the events of `page` (with their tags) after the view's position, and move it to `end`."""
-        position = positions[view.name]
-        events = [r for r, tag in page if tag in view.types and r.position > position]
+        """Fold the events of `page` up to `end` into every view of `behind` after its position, and move
+        them to `end`: all in ONE transaction, so the page's rows and positions commit together."""
+        share = _Shares([r for r in page if r.position <= end])
+        applied = 0
+        moved: list[View] = []
         with self.db.transaction() as tx:
-            moved = not self._advance(tx, view.name, position, end)
-            if not moved:
+            if self.bulk_mb is not None:
+                tx.bulk(self.bulk_mb)
+            # Views in name order: each one's compare-and-set comes before its fold, so two runners lock
+            # the tracking rows in the same order on PostgreSQL and never deadlock.
+            for view in sorted(behind, key=lambda v: v.name):
+                position = positions[view.name]
+                if position >= end:
+                    continue
+                if not self._advance(tx, view.name, position, end):
+                    moved.append(view)
+                    continue
+                events = share.of(view.types, position)
                 fold(view, tx, events, self.prefix)
-        if moved:
-            # Another runner or a rebuild moved this view since we read its position.
-            log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
-            positions[view.name] = self._ensure_tracked(view)
-            return 0
-        positions[view.name] = end
-        return len(events)
+                applied += len(events)
+        for view in behind:
+            if view in moved:
+                # Another runner or a rebuild moved this view since we read its position.
+                log.debug("view %s moved under runner %s; rereading its position", view.name, self.prefix)
+                positions[view.name] = self._ensure_tracked(view)
+            elif positions[view.name] < end:
+                positions[view.name] = end
+        return applied
 
     async def run(self, stop: anyio.Event | None = None, poll_s: float = 0.05) -> None:
         """Catch up, then poll every `poll_s` seconds, until `stop` is set (or forever).
@@ -189,6 +205,27 @@ class ProjectionRunner:
             self.setup()
             position = self._tracked().get(view.name, 0)
         return position
+
+
+class _Shares:
+    """A page's events indexed by wire tag, to hand each view its share without testing every event."""
+
+    def __init__(self, events: Sequence[RecordedEvent]) -> None:
+        self.events = events
+        self.positions = [r.position for r in events]
+        self.by_tag: dict[str, list[int]] = {}
+        for i, r in enumerate(events):
+            self.by_tag.setdefault(r.envelope.type, []).append(i)
+
+    def of(self, types: frozenset[str], after: int) -> list[RecordedEvent]:
+        """The events whose tags are in `types` and whose positions are past `after`, in log order."""
+        by_tag = self.by_tag
+        picked = sorted(chain.from_iterable(by_tag[t] for t in types if t in by_tag))
+        first = bisect_right(self.positions, after)  # the index of the first event past `after`
+        if first:
+            picked = picked[bisect_left(picked, first):]
+        events = self.events
+        return [events[i] for i in picked]
 
 
 def tracking_ddl(prefix: str) -> str:

@@ -185,12 +185,13 @@ class StatisticsView:
         once, its counter additions and storms written in one statement each (`_Page`)."""
         page = _Page(tx, prefix)
         about = page.load(events)
-        for recorded, rid in zip(events, about, strict=True):
-            self._fold(page, recorded, rid)
+        for recorded, (rid, cid) in zip(events, about, strict=True):
+            self._fold(page, recorded, rid, cid)
         page.flush()
 
-    def _fold(self, page: _Page, recorded: RecordedEvent, rid: str | None) -> None:
-        """Fold one event about the repair `rid` (None for storms and environments)."""
+    def _fold(self, page: _Page, recorded: RecordedEvent, rid: str | None, cid: str | None) -> None:
+        """Fold one event about the repair `rid` (None for storms and environments) and the candidate
+        `cid` (for the events about one)."""
         env = recorded.envelope
         e = env.data
         if isinstance(e, FailureDetected):
@@ -217,20 +218,19 @@ class StatisticsView:
             end = iso(e.expired_at if isinstance(e, EnvironmentExpired) else env.occurred_at)
             self._environment_ended(page, str(e.environment_id), end)
         else:
-            self._repair_event(page, e, str(rid), env.occurred_at)
+            self._repair_event(page, e, str(rid), cid, env.occurred_at)
 
-    def _repair_event(self, page: _Page, e: Any, rid: str, occurred_at: dt.datetime) -> None:
-        row = self._row(page, rid)
+    def _repair_event(self, page: _Page, e: Any, rid: str, cid: str | None, occurred_at: dt.datetime) -> None:
+        # The row as the page left it: never changed in place, every change puts a new dict.
+        row = page.repairs.get(rid)
         if row is None:
             return  # a repair whose request this view never saw
-        dims = self._dims(row)
         if isinstance(e, HealProposed):
             page.add([("strategy", e.strategy)], "proposed")
-            if page.candidates.get(str(e.candidate_id)) is None:  # a candidate is written once
-                page.candidates.put({"candidate_id": str(e.candidate_id), "strategy": e.strategy,
-                                     "quarantine": int(e.quarantine)})
+            if page.candidates.get(cid) is None:  # a candidate is written once
+                page.candidates.put({"candidate_id": cid, "strategy": e.strategy, "quarantine": int(e.quarantine)})
         elif isinstance(e, HealValidated | HealRejected):
-            cand = page.candidates.get(str(e.candidate_id))
+            cand = page.candidates.get(cid)
             by_strategy = [("strategy", str(cand["strategy"]))] if cand else []
             if isinstance(e, HealRejected):
                 page.add([(ALL, ""), *by_strategy], "rejected")
@@ -238,10 +238,10 @@ class StatisticsView:
                 return
             page.add(by_strategy, "validated")
             if cand is not None and cand["quarantine"] and not row["quarantined"]:
-                page.add([d for d in dims if d[0] != "strategy"], "quarantined")
+                page.add([d for d in self._dims(row) if d[0] != "strategy"], "quarantined")
                 page.repairs.put({**row, "quarantined": 1})
         elif isinstance(e, HealAbandoned):
-            page.add(dims, "abandoned")
+            page.add(self._dims(row), "abandoned")
             page.add([("abandoned_reason", abandon_reason(e.reason))], "count")
         elif isinstance(e, RepairCompleted):
             row = {**row, "strategy": e.strategy}
@@ -257,10 +257,10 @@ class StatisticsView:
             page.repairs.put({**row, "failed_at": None, "state": VALIDATED})
         elif isinstance(e, RepairApplied):
             if row["state"] == VALIDATED:
-                page.add(dims, "applied")
+                page.add(self._dims(row), "applied")
                 page.repairs.put({**row, "state": APPLIED})
         elif isinstance(e, RepairRejected) and row["state"] == APPLIED:
-            page.add(dims, "reverted")
+            page.add(self._dims(row), "reverted")
             page.repairs.put({**row, "state": REVERTED})
 
     def _failure(self, page: _Page, e: FailureDetected, rid: str, at: str) -> None:
@@ -348,16 +348,17 @@ class _Page:
         self.additions: dict[tuple[str, str, str], list[float]] = {}
         self.storms: list[tuple[Any, ...]] = []
 
-    def load(self, events: Sequence[RecordedEvent]) -> list[str | None]:
+    def load(self, events: Sequence[RecordedEvent]) -> list[tuple[str | None, str | None]]:
         """Read the rows the page's events name, a few queries in all; returns the repair each event
-        is about (None for storms and environments)."""
-        about: list[str | None] = []
+        is about (None for storms and environments) and its candidate (None unless it is about one)."""
+        about: list[tuple[str | None, str | None]] = []
         candidates: list[str] = []
         envs: list[str] = []
         repairs: list[str] = []
         for recorded in events:
             e = recorded.envelope.data
             rid: str | None = None
+            cid: str | None = None
             if isinstance(e, FailureDetected | FailureUnrepairable):
                 rid = str(repair_stream_id(e.project, e.fingerprint))
             elif isinstance(e, EnvironmentRequested):
@@ -370,11 +371,12 @@ class _Page:
             elif not isinstance(e, StormDetected):
                 rid = str(e.repair_id)
                 if isinstance(e, HealProposed | HealValidated | HealRejected):
-                    candidates.append(str(e.candidate_id))
-            about.append(rid)
+                    cid = str(e.candidate_id)
+                    candidates.append(cid)
+            about.append((rid, cid))
         self.envs.load((k,) for k in envs)
         repairs += [str(found["repair_id"]) for k in envs if (found := self.envs.get(k)) is not None]
-        self.repairs.load((k,) for k in [*repairs, *(rid for rid in about if rid is not None)])
+        self.repairs.load((k,) for k in [*repairs, *(rid for rid, _ in about if rid is not None)])
         self.candidates.load((k,) for k in candidates)
         return about
 

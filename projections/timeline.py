@@ -68,8 +68,9 @@ class RepairTimelineView:
         for recorded in events:
             env = recorded.envelope
             e = env.data
+            tag = env.type
             rid: str | None
-            if env.type in _REPAIR_TYPES:
+            if tag in _REPAIR_TYPES:
                 rid = str(e.repair_id)
             elif isinstance(e, FailureDetected | FailureUnrepairable):
                 rid = str(repair_stream_id(e.project, e.fingerprint))
@@ -83,7 +84,7 @@ class RepairTimelineView:
                 found = envs.get(str(e.environment_id))
                 rid = None if found is None else str(found["repair_id"])
             if rid is not None:
-                indexed.append((recorded.position, rid, env.type))
+                indexed.append((recorded.position, rid, tag))
         envs.flush()
         tx.executemany(f"INSERT INTO {prefix}repair_events (position, repair_id, type) VALUES (?, ?, ?) "
                        "ON CONFLICT (position) DO NOTHING", indexed)

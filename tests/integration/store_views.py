@@ -29,3 +29,19 @@ class StoreAndViews:
         views = ViewDB.from_store_env(store_env, tmp_path)
         yield views
         views.close()
+
+
+class WriterAndReader:
+    """Two EventStores on one store: `writer` appends, `reader` (another process, in effect) has appended
+    nothing, so it decodes every event it reads. Subclasses choose `store_env`."""
+
+    @pytest.fixture
+    def store_env(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def stores(self, store_env: dict[str, str]) -> Iterator[tuple[EventStore, EventStore]]:
+        writer, reader = EventStore(store_env), EventStore(store_env)
+        yield writer, reader
+        writer.close()
+        reader.close()

@@ -239,9 +239,11 @@ class BatchesContract(StoreAndViews):
         views = [FailingView(v, 3) if v.name == failing else v for v in default_views()]
         with pytest.raises(Interrupted):
             rebuild(store, db, views, batch=5)
-        # Then no half page was kept: every view has the rows of its tracked position
+        # Then no half page was kept: every view has the rows of its tracked position, and the page
+        # that failed was kept by no view (a page's rows and positions commit together, for all views)
         stopped = ProjectionRunner(store, db, default_views()).positions()
         assert 0 < stopped[failing] < head
+        assert set(stopped.values()) == {stopped[failing]}
         self._assert_rows_match_positions(store, db, stopped)
         # and catching up again ends with the rows of the uninterrupted rebuild
         ProjectionRunner(store, db, default_views(), batch=5).catch_up()

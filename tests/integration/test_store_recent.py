@@ -5,7 +5,6 @@ database, which has appended nothing and decodes everything. On SQLite and Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from actors.monitor import batch
 from bus.store import ConcurrencyConflict, EventStore, Recorded
 from contracts import Envelope
 from contracts.registry import HeartbeatRecorded
+from tests.integration.store_views import WriterAndReader
 from tests.integration.test_monitor_batch import T0, deps_on, flapping_runs
 
 
@@ -24,18 +24,7 @@ def everything(store: EventStore) -> list[Recorded]:
     return out
 
 
-class RecentContract:
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def stores(self, store_env: dict[str, str]) -> Iterator[tuple[EventStore, EventStore]]:
-        writer, reader = EventStore(store_env), EventStore(store_env)
-        yield writer, reader
-        writer.close()
-        reader.close()
-
+class RecentContract(WriterAndReader):
     async def test_what_was_appended_reads_back_equal_to_what_the_store_decodes(
         self, stores: tuple[EventStore, EventStore],
     ) -> None:
