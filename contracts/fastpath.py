@@ -1,0 +1,299 @@
+"""Generated structuring code: the fast path of `contracts.codec` for well-formed input.
+
+For each attrs class, `structurer(cls)` writes out (and compiles, once) one plain Python function that
+checks a JSON-ready dict exactly as the cattrs converter of `contracts.codec` would accept it, and builds
+the instance directly: exact type checks instead of hook dispatch, the limits of `contracts.limits` and
+attrs' number validators evaluated inline (`passes_when`), and the instance filled in without going
+through `__init__` (what attrs' own `__init__` does: set every field, run the validators, call
+`__attrs_post_init__`). Any other validator is called as attrs would call it.
+
+The fast path never words an error: on anything unexpected (a wrong type, a missing or extra key, a
+failing check, an unknown validator's exception) it raises, and the caller runs the cattrs path, which
+accepts or rejects the same input and writes today's `$.path: problem` lines. So it only has to be right
+about what it accepts: the same object the cattrs path would build. tests/unit/test_codec_fastpath.py
+holds it to that for every registered message, on valid and on mutated input.
+
+A type it does not know (a field of type `Any`, a `list`, a non-optional union, an attrs class with
+converters or aliases, ...) is structured by the cattrs converter's own hook instead, from inside the
+generated code, so the rest of the class still takes the fast path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+Structurer = Callable[[Any], Any]
+SlowHook = Callable[[Any, Any], Any]
+
+
+class Miss(Exception):
+    """The fast path does not take this input; the cattrs path decides (and words any error)."""
+
+
+_new = object.__new__
+_set = object.__setattr__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def to_uuid(value: Any) -> uuid.UUID:
+    """`uuid.UUID(value)` for the canonical 36-character form, without its general parsing."""
+    if value.__class__ is uuid.UUID:
+        return value
+    if value.__class__ is not str:
+        raise Miss
+    digits = value.replace("-", "")
+    if len(value) != 36 or len(digits) != 32:
+        return uuid.UUID(value)
+    # What uuid.UUID does with such a string: `int(hex, 16)` of the text without its dashes (a ':' or
+    # brace that UUID would strip makes int() fail here, and the cattrs path decides).
+    number = int(digits, 16)
+    parsed = _new(uuid.UUID)
+    _set(parsed, "int", number)
+    _set(parsed, "is_safe", _SAFE_UNKNOWN)
+    return parsed
+
+
+def to_datetime(value: Any) -> dt.datetime:
+    """What the codec's datetime hook accepts: an ISO 8601 string (`Z` is UTC); no zone means UTC."""
+    if value.__class__ is str:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    elif value.__class__ is dt.datetime:
+        parsed = value
+    else:
+        raise Miss
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+class _Writer:
+    """Collects the source lines and the namespace of one generated module."""
+
+    def __init__(self, slow_hook: Callable[[Any], SlowHook]) -> None:
+        self.slow_hook = slow_hook
+        self.lines: list[str] = []
+        self.ns: dict[str, Any] = {
+            "Miss": Miss, "NOTHING": attrs.NOTHING, "_new": _new, "_set": _set, "to_uuid": to_uuid,
+            "to_datetime": to_datetime,
+        }
+        self.functions: dict[Any, str] = {}  # type -> name of its generated function
+
+    def constant(self, value: Any, hint: str) -> str:
+        name = f"_{hint}{len(self.ns)}"
+        self.ns[name] = value
+        return name
+
+    def function_for(self, tp: Any) -> str:
+        """The name of a generated function structuring `tp` (written on first use)."""
+        if tp not in self.functions:
+            name = self.functions[tp] = f"structure_{len(self.functions)}"
+            if isinstance(tp, type) and attrs.has(tp):
+                if _plain_attrs(tp):
+                    self._class_function(name, tp)
+                else:
+                    self._slow_function(name, tp)
+            else:
+                body: list[str] = []
+                if self.convert(tp, "value", body, "    "):
+                    self.lines += [f"def {name}(value):", *body, "    return value", ""]
+                else:
+                    self._slow_function(name, tp)
+        return self.functions[tp]
+
+    def _slow_function(self, name: str, tp: Any) -> None:
+        hook = self.constant(self.slow_hook(tp), "hook")
+        self.lines += [f"def {name}(value):", f"    return {hook}(value, {self.constant(tp, 'tp')})", ""]
+
+    def convert(self, tp: Any, var: str, out: list[str], pad: str) -> bool:
+        """Append statements that check `var` as the type `tp` and replace it with its structured value;
+        False when `tp` is not one the fast path knows (nothing appended then)."""
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if tp is str or tp is bool or tp is int:
+            # Exact classes: no bool for an int, no number for a string (subclasses go the slow way).
+            out.append(f"{pad}if {var}.__class__ is not {tp.__name__}: raise Miss")
+        elif tp is float:
+            out += [
+                f"{pad}if {var}.__class__ is int: {var} = float({var})",
+                f"{pad}elif {var}.__class__ is not float: raise Miss",
+                f"{pad}if {var} - {var} != 0.0: raise Miss",  # NaN and the infinities
+            ]
+        elif tp is uuid.UUID:
+            out.append(f"{pad}{var} = to_uuid({var})")
+        elif tp is dt.datetime:
+            out.append(f"{pad}{var} = to_datetime({var})")
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+            # The value's member, or KeyError (or TypeError, unhashable): the cattrs path decides.
+            out.append(f"{pad}{var} = {self.constant(tp._value2member_map_, 'members')}[{var}]")
+        elif origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+            inner: list[str] = []
+            (present,) = (a for a in args if a is not type(None))
+            if not self.convert(present, var, inner, pad + "    "):
+                return False
+            out += [f"{pad}if {var} is not None:", *inner]
+        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            out.append(f"{pad}if {var}.__class__ is not list and {var}.__class__ is not tuple: raise Miss")
+            if args[0] in (str, int, bool):
+                item = args[0].__name__
+                out += [f"{pad}for item in {var}:", f"{pad}    if item.__class__ is not {item}: raise Miss",
+                        f"{pad}{var} = tuple({var})"]
+            else:
+                out.append(f"{pad}{var} = tuple([{self.function_for(args[0])}(item) for item in {var}])")
+        elif origin is dict and args == (str, str):
+            out += [f"{pad}if {var}.__class__ is not dict: raise Miss",
+                    f"{pad}for key, item in {var}.items():",
+                    f"{pad}    if key.__class__ is not str or item.__class__ is not str: raise Miss",
+                    f"{pad}{var} = dict({var})"]
+        elif isinstance(tp, type) and attrs.has(tp):
+            out.append(f"{pad}{var} = {self.function_for(tp)}({var})")
+        else:
+            return False
+        return True
+
+    def _class_function(self, name: str, cls: type[Any]) -> None:
+        """`name(data)`: the instance of `cls` from a JSON-ready dict."""
+        hints = typing.get_type_hints(cls)
+        fields = attrs.fields(cls)
+        keys = self.constant(frozenset(a.name for a in fields), "keys")
+        body = [
+            f"def {name}(data):",
+            "    if data.__class__ is not dict: raise Miss",
+            f"    if not data.keys() <= {keys}: raise Miss",
+        ]
+        late: list[str] = []  # validators to call on the built instance, as attrs calls them
+        for a in fields:
+            if a.default is attrs.NOTHING:
+                body.append(f"    value = data[{a.name!r}]")
+                body += self._converted(hints[a.name], "    ")
+            else:
+                body += [f"    if {a.name!r} in data:", f"        value = data[{a.name!r}]"]
+                body += self._converted(hints[a.name], "        ")
+                body.append(f"    else: value = {self._default(a)}")
+            body += self._checked(a, late)
+        self.lines += body + self._built(cls, late)
+
+    def builder_function(self, name: str, cls: type[Any]) -> None:
+        """`name(**fields)`: `cls(**fields)` for values that already have their fields' types."""
+        fields = attrs.fields(cls)
+        params = ", ".join(a.name if a.default is attrs.NOTHING else f"{a.name}=NOTHING" for a in fields)
+        body = [f"def {name}(*, {params}):"]
+        late: list[str] = []
+        for a in fields:
+            body.append(f"    value = {a.name}")
+            if a.default is not attrs.NOTHING:
+                body.append(f"    if value is NOTHING: value = {self._default(a)}")
+            body += self._checked(a, late)
+        self.lines += body + self._built(cls, late)
+
+    def _default(self, a: attrs.Attribute[Any]) -> str:
+        default: Any = a.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            return f"{self.constant(default.factory, 'factory')}()"
+        return self.constant(a.default, "default")
+
+    def _checked(self, a: attrs.Attribute[Any], late: list[str]) -> list[str]:
+        """Check `value` against the validator of `a` (or add the call to `late`), and keep it in the
+        field's local."""
+        local = f"field_{a.name}"
+        condition = None if a.validator is None else _condition(a.validator)
+        if condition is not None:
+            return [f"    if not ({condition}): raise Miss", f"    {local} = value"]
+        if a.validator is not None:  # called on the built instance, as attrs calls it
+            late.append(f"    {self.constant(a.validator, 'validator')}(o, {self.constant(a, 'field')}, {local})")
+        return [f"    {local} = value"]
+
+    def _built(self, cls: type[Any], late: list[str]) -> list[str]:
+        """The instance from the fields' locals: what attrs' `__init__` does after its arguments."""
+        body = [f"    o = _new({self.constant(cls, 'cls')})"]
+        for a in attrs.fields(cls):
+            slot = next((k.__dict__[a.name] for k in cls.__mro__ if a.name in k.__dict__), None)
+            if isinstance(slot, types.MemberDescriptorType):  # a slotted class: its slot, set directly
+                body.append(f"    {self.constant(slot.__set__, 'set')}(o, field_{a.name})")
+            else:
+                body.append(f"    _set(o, {a.name!r}, field_{a.name})")
+        body += late
+        if hasattr(cls, "__attrs_post_init__"):
+            body.append("    o.__attrs_post_init__()")
+        return [*body, "    return o", ""]
+
+    def _converted(self, tp: Any, pad: str) -> list[str]:
+        out: list[str] = []
+        if not self.convert(tp, "value", out, pad):
+            out = [f"{pad}value = {self.function_for(tp)}(value)"]
+        return out
+
+
+# Names the generated code uses, which a builder's parameter (a field's name) must not hide.
+_USED_NAMES = frozenset({"NOTHING", "Miss", "all", "bool", "dict", "float", "int", "isinstance", "len", "str", "tuple"})
+
+
+def _plain_attrs(cls: type[Any]) -> bool:
+    """An attrs class whose `__init__` only sets its fields, runs their validators and calls
+    `__attrs_post_init__`: what the generated code does without calling it."""
+    if hasattr(cls, "__attrs_pre_init__"):
+        return False
+    for a in attrs.fields(cls):
+        if a.converter is not None or not a.init or a.alias != a.name:
+            return False
+        if a.name.startswith("_") or a.name in _USED_NAMES:
+            return False
+        if isinstance(a.default, attrs.Factory) and a.default.takes_self:  # type: ignore[arg-type]
+            return False
+    return True
+
+
+# attrs' validator classes (private names; found through the public functions that build them).
+_NUMBER: Any = type(attrs.validators.ge(0))
+_OPTIONAL: Any = type(attrs.validators.optional(attrs.validators.ge(0)))
+_AND: Any = type(attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(0)))
+
+
+def _condition(validator: Any) -> str | None:
+    """An expression over `value` that holds exactly when `validator` passes; None if not known."""
+    if isinstance(validator, _NUMBER):
+        bound = validator.bound
+        if validator.compare_op in ("<", "<=", ">", ">=") and type(bound) in (int, float) and bound - bound == 0:
+            return f"value {validator.compare_op} {bound!r}"
+        return None
+    if isinstance(validator, _OPTIONAL):
+        inner = _condition(validator.validator)
+        return None if inner is None else f"value is None or ({inner})"
+    if isinstance(validator, _AND):
+        parts = [_condition(v) for v in validator._validators]
+        return None if None in parts else " and ".join(f"({p})" for p in parts)
+    condition = getattr(validator, "passes_when", None)
+    return condition if isinstance(condition, str) else None
+
+
+def compile_structurers(types_: list[Any], slow_hook: Callable[[Any], SlowHook]) -> dict[Any, Structurer]:
+    """One generated function per type in `types_` (and the classes they contain): each takes
+    JSON-ready data and returns the structured value, or raises for the cattrs path to decide.
+    `slow_hook(tp)` is the converter's hook for a type the fast path does not know."""
+    writer = _Writer(slow_hook)
+    names = {tp: writer.function_for(tp) for tp in types_}
+    source = "\n".join(writer.lines)
+    exec(compile(source, "<contracts.fastpath generated>", "exec"), writer.ns)
+    return {tp: writer.ns[name] for tp, name in names.items()}
+
+
+def compile_builder(cls: type[Any]) -> Callable[..., Any]:
+    """`cls(**fields)` without `__init__`, for values of the right types; raises (anything) where
+    `cls(**fields)` would reject them or where a validator it cannot inline fails."""
+    if not _plain_attrs(cls):
+        raise TypeError(f"{cls.__qualname__}: only plain attrs classes get a builder")
+    writer = _Writer(lambda tp: None)  # type: ignore[arg-type, return-value]
+    writer.builder_function("build", cls)
+    exec(compile("\n".join(writer.lines), "<contracts.fastpath generated>", "exec"), writer.ns)
+    return writer.ns["build"]  # type: ignore[no-any-return]
+
+
+def generated_source(tp: Any, slow_hook: Callable[[Any], SlowHook]) -> str:
+    """The generated code for `tp`, to read."""
+    writer = _Writer(slow_hook)
+    writer.function_for(tp)
+    return "\n".join(writer.lines)
