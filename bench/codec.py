@@ -6,7 +6,8 @@ Per-call times, each beside baselines measured in the same run on the same bytes
   heartbeats, 1 run.recorded), read back as the store does: `contracts.codec.loads_stored`.
 Baselines: the cattrs path alone (`decode_slow` over the stdlib parser: what every decode cost before
 the fast path), and `json.loads` of the same bytes (nothing validated or built).
-Encoding (`dumps`) of the same envelopes is timed too.
+Encoding (`dumps`) of the same envelopes is timed too, beside what it did before the generated code
+(`json.dumps` of the envelope with `data` from the cattrs converter).
 
 Usage: python bench/codec.py [--repeat N]   (prints the best of N rounds, in microseconds per message)
 """
@@ -27,50 +28,32 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import replay  # noqa: E402
 from common import run_reported  # noqa: E402
+from replay import template_events  # noqa: E402
 
-from contracts import Envelope, dumps, loads  # noqa: E402
-from contracts.codec import _parse, decode_slow, loads_stored  # noqa: E402
-from contracts.registry import HeartbeatRecorded  # noqa: E402
-from contracts.repairs import (  # noqa: E402
-    HealProposed,
-    HealRejected,
-    HealRequested,
-    HealValidated,
-    RepairApplied,
-    RepairCompleted,
-)
-from contracts.runs import RunRecorded  # noqa: E402
-from contracts.values import FailureClass, ValidationEvidence  # noqa: E402
-
-PATCH = ("--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1 @@\n"
-         "-from shop import total\n+from shop import total_price\n")
+from contracts import Envelope, dumps, encode, loads  # noqa: E402
+from contracts.codec import _parse, converter, decode_slow, loads_stored  # noqa: E402
 
 
 def replay_mix() -> list[bytes]:
-    """The ten stored events of bench/replay.py's mix, as the store holds them (dumps, UTF-8)."""
+    """The ten stored events of bench/replay.py's mix (a repair's life, 2 heartbeats, a run.recorded),
+    with its placeholders replaced, as the store holds them (dumps, UTF-8)."""
+    life, heartbeat, run = template_events()
     now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    rid, c1, c2 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    test = "tests/test_x.py::test_7"
-    evidence = ValidationEvidence(reruns=3, passes=3)
-    events: list[Any] = [
-        HealRequested(repair_id=rid, project="proj-7", test_id=test, fingerprint="fp-test_7",
-                      category=FailureClass.RENAMED_SYMBOL, reason="module shop has no attribute total"),
-        HealProposed(repair_id=rid, candidate_id=c1, strategy="renamed_symbol", rank=1, confidence=0.9, patch=PATCH,
-                     files=("tests/test_x.py",)),
-        HealProposed(repair_id=rid, candidate_id=c2, strategy="import_path", rank=2, confidence=0.5, patch=PATCH,
-                     files=("tests/test_x.py",)),
-        HealRejected(repair_id=rid, candidate_id=c2, reason="the healed test still fails"),
-        HealValidated(repair_id=rid, candidate_id=c1, evidence=evidence),
-        RepairCompleted(repair_id=rid, candidate_id=c1, project="proj-7", test_id=test,
-                        category=FailureClass.RENAMED_SYMBOL, strategy="renamed_symbol", confidence=0.9, patch=PATCH,
-                        evidence=evidence),
-        RepairApplied(repair_id=rid, files=("tests/test_x.py",)),
-        HeartbeatRecorded(instance="svc-3", at=now),
-        HeartbeatRecorded(instance="svc-4", at=now),
-        RunRecorded(project="proj-7", run_id="run-test_7", total=200, passed=196, failed=4, failed_tests=(test,)),
-    ]
-    return [dumps(Envelope(data=e, occurred_at=now, correlation_id="bench")).encode() for e in events]
+    events = [*life, heartbeat, heartbeat, run]
+    texts = [dumps(Envelope(data=e, occurred_at=now, correlation_id="bench")) for e in events]
+    fresh = {replay.RID: str(uuid.uuid4()), replay.C1: str(uuid.uuid4()), replay.C2: str(uuid.uuid4()),
+             replay.TEST: "test_7", replay.PROJECT: "proj-7", "svc-INST": "svc-3"}
+    for placeholder, value in fresh.items():
+        texts = [t.replace(placeholder, value) for t in texts]
+    return [t.encode() for t in texts]
+
+
+def dumps_cattrs(envelope: Envelope[Any]) -> str:
+    """`dumps` as it was: the converter's `unstructure`, and `json.dumps` building its encoder each call."""
+    encoded = {**encode(envelope), "data": converter.unstructure(envelope.data, envelope.entry.cls)}
+    return json.dumps(encoded, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def per_call(fn: Callable[[], Any], calls: int, repeat: int) -> float:
@@ -103,25 +86,30 @@ def main() -> None:
 
     envelopes = [loads(s) for s in stored]
     run_envelope = loads(run)
+    assert all(dumps(e) == dumps_cattrs(e) for e in [*envelopes, run_envelope])
     r = args.repeat
     figures = {
         "run_reported_200_loads_us": per_call(lambda: loads(run), 200, r),
         "run_reported_200_cattrs_path_us": per_call(lambda: decode_slow(_parse(run)), 100, r),
         "run_reported_200_json_loads_us": per_call(lambda: json.loads(run), 200, r),
         "run_reported_200_dumps_us": per_call(lambda: dumps(run_envelope), 200, r),
+        "run_reported_200_dumps_cattrs_us": per_call(lambda: dumps_cattrs(run_envelope), 100, r),
         "stored_event_loads_us": per_call(mix(lambda s: loads_stored(s, stream_id=sid, stream_version=3)), 2000, r)
         / len(stored),
         "stored_event_cattrs_path_us": per_call(mix(lambda s: decode_slow(
             {**_parse(s), "stream_id": sid, "stream_version": 3})), 500, r) / len(stored),
         "stored_event_json_loads_us": per_call(mix(json.loads), 2000, r) / len(stored),
-        "stored_event_dumps_us": per_call(lambda: [dumps(e) for e in envelopes], 2000, r) / len(stored),
+        "stored_event_dumps_us": per_call(lambda: [dumps(e) for e in envelopes], 1000, r) / len(stored),
+        "stored_event_dumps_cattrs_us": per_call(lambda: [dumps_cattrs(e) for e in envelopes], 500, r) / len(stored),
         "stored_event_bytes": sum(map(len, stored)) / len(stored),
     }
     for name, value in figures.items():
         print(f"{name:36s} {value:10.2f}")
     for what in ("run_reported_200", "stored_event"):
         speedup = figures[f"{what}_cattrs_path_us"] / figures[f"{what}_loads_us"]
-        print(f"{what + ' speed-up':36s} {speedup:10.1f}x")
+        print(f"{what + ' decode speed-up':36s} {speedup:10.1f}x")
+        speedup = figures[f"{what}_dumps_cattrs_us"] / figures[f"{what}_dumps_us"]
+        print(f"{what + ' encode speed-up':36s} {speedup:10.1f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ the same: a list of `$.path: problem` lines.
 Decoding has two paths. The fast one (orjson, and the structuring code `contracts.fastpath` generates
 per class) takes well-formed input; on anything else it gives up and the cattrs path (`structure_slow`,
 `decode_slow`, the stdlib json parser) decides, so what is accepted, what it decodes to, and every
-error's wording are the cattrs path's.
+error's wording are the cattrs path's. Encoding likewise runs generated unstructure code, which writes
+the converter's dict; an instance whose fields do not hold their declared types goes to the converter.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from contracts import registry as _registry  # noqa: F401
 from contracts import repairs as _repairs  # noqa: F401
 from contracts import runs as _runs  # noqa: F401
 from contracts.envelope import Envelope
-from contracts.fastpath import Structurer, compile_builder, compile_structurers, to_datetime, to_uuid
+from contracts.fastpath import (
+    Structurer,
+    compile_builder,
+    compile_structurers,
+    compile_unstructurer,
+    to_datetime,
+    to_uuid,
+)
 
 T = TypeVar("T")
 
@@ -211,7 +219,7 @@ def structure(data: Any, cls: type[T], *, root: str = "$") -> T:
     """Structure `data` into `cls`, raising ContractError with field paths."""
     try:
         return _structurer(cls)(data)  # type: ignore[no-any-return]
-    except Exception:
+    except Exception:  # the fast path only gives up: the cattrs path decides, and words any error
         return structure_slow(data, cls, root=root)
 
 
@@ -223,8 +231,27 @@ def structure_slow(data: Any, cls: type[T], *, root: str = "$") -> T:
         raise ContractError(_errors(exc, root)) from None
 
 
+# The generated unstructure function of each attrs class, compiled on first use.
+_fast_out: dict[Any, Callable[[Any], Any]] = {}
+
+
+def _unstructurer(cls: Any) -> Callable[[Any], Any]:
+    fast = _fast_out.get(cls)
+    if fast is None:
+        fast = _fast_out[cls] = compile_unstructurer(cls, converter.get_unstructure_hook)
+    return fast
+
+
+def _unstructure_as(obj: Any, cls: Any) -> Any:
+    try:
+        return _unstructurer(cls)(obj)
+    except Exception:  # a field not of its declared type: the converter decides, or raises
+        return converter.unstructure(obj, cls)
+
+
 def unstructure(obj: Any) -> Any:
-    return converter.unstructure(obj)
+    cls = obj.__class__
+    return _unstructure_as(obj, cls) if attrs.has(cls) else converter.unstructure(obj)
 
 
 def encode(envelope: Envelope[Any]) -> dict[str, Any]:
@@ -239,7 +266,7 @@ def encode(envelope: Envelope[Any]) -> dict[str, Any]:
         "causation_id": envelope.causation_id,
         "stream_id": None if envelope.stream_id is None else str(envelope.stream_id),
         "stream_version": envelope.stream_version,
-        "data": converter.unstructure(envelope.data, entry.cls),
+        "data": _unstructure_as(envelope.data, entry.cls),
     }
     if envelope.metadata:
         encoded["metadata"] = dict(envelope.metadata)
@@ -250,7 +277,7 @@ def decode(obj: Any) -> Envelope[Any]:
     """An envelope from its JSON-ready dict: validates, upcasts old versions, structures `data`."""
     try:
         return _decode_fast(obj)
-    except Exception:
+    except Exception:  # the fast path only gives up: the cattrs path decides, and words any error
         return decode_slow(obj)
 
 
@@ -361,9 +388,13 @@ def decode_slow(obj: Any) -> Envelope[Any]:
         raise ContractError([f"{exc} @ $"]) from None
 
 
+# allow_nan=False: NaN and Infinity are not JSON; fail at the producer, not at every consumer. One encoder
+# for every call: `json.dumps` with these arguments builds the same encoder anew each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(envelope: Envelope[Any]) -> str:
-    # allow_nan=False: NaN and Infinity are not JSON; fail at the producer, not at every consumer.
-    return json.dumps(encode(envelope), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(encode(envelope))
 
 
 def loads(text: str | bytes) -> Envelope[Any]:
@@ -371,7 +402,7 @@ def loads(text: str | bytes) -> Envelope[Any]:
     if text.__class__ is bytes or text.__class__ is str:
         try:
             return _decode_fast(orjson.loads(text))
-        except Exception:
+        except Exception:  # the stdlib parser and the cattrs path decide, and word any error
             pass
     return decode_slow(_parse(text))
 
@@ -386,7 +417,7 @@ def loads_stored(text: str | bytes, *, stream_id: uuid.UUID | str, stream_versio
                 obj["stream_id"] = stream_id
                 obj["stream_version"] = stream_version
             return _decode_fast(obj)
-        except Exception:
+        except Exception:  # the stdlib parser and the cattrs path decide, and word any error
             pass
     obj = _parse(text)
     if isinstance(obj, dict):

@@ -281,6 +281,65 @@ def compile_structurers(types_: list[Any], slow_hook: Callable[[Any], SlowHook])
     return {tp: writer.ns[name] for tp, name in names.items()}
 
 
+class _UnstructureWriter:
+    """The other direction: one function per attrs class that returns the JSON-ready dict the cattrs
+    converter's `unstructure` returns (every field, in order; enums by value, UUIDs and datetimes as
+    text, tuples as lists). A type it does not know is unstructured by the converter's own hook."""
+
+    def __init__(self, slow_hook: Callable[[Any], Callable[[Any], Any]]) -> None:
+        self.slow_hook = slow_hook
+        self.lines: list[str] = []
+        self.ns: dict[str, Any] = {}
+        self.functions: dict[Any, str] = {}
+        self.names = 0
+
+    def function_for(self, cls: Any) -> str:
+        if cls not in self.functions:
+            name = self.functions[cls] = f"unstructure_{len(self.functions)}"
+            hints = typing.get_type_hints(cls)
+            items = [f"{a.name!r}: {self.expression(hints[a.name], f'o.{a.name}')}" for a in attrs.fields(cls)]
+            self.lines += [f"def {name}(o):", "    return {" + ", ".join(items) + "}", ""]
+        return self.functions[cls]
+
+    def expression(self, tp: Any, var: str) -> str:
+        """An expression giving the unstructured value of `var` (a name or an attribute), of type `tp`."""
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if tp in (str, int, float, bool):
+            return var
+        if tp is uuid.UUID:
+            return f"str({var})"
+        if tp is dt.datetime:
+            return f"{var}.isoformat()"
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return f"{var}.value"
+        if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+            (present,) = (a for a in args if a is not type(None))
+            inner = self.expression(present, var)
+            return var if inner == var else f"(None if {var} is None else {inner})"
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            self.names += 1
+            item = f"item{self.names}"
+            inner = self.expression(args[0], item)
+            return f"list({var})" if inner == item else f"[{inner} for {item} in {var}]"
+        if origin is dict and args == (str, str):
+            return f"dict({var})"
+        if isinstance(tp, type) and attrs.has(tp):
+            return f"{self.function_for(tp)}({var})"
+        hook = f"_hook{len(self.ns)}"
+        self.ns[hook] = self.slow_hook(tp)
+        return f"{hook}({var})"
+
+
+def compile_unstructurer(cls: type[Any], slow_hook: Callable[[Any], Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """The generated `unstructure` of the attrs class `cls`; `slow_hook(tp)` is the converter's
+    unstructure hook for a type the generator does not know. It raises (anything) on an instance whose
+    fields do not have their declared types; the caller then asks the converter."""
+    writer = _UnstructureWriter(slow_hook)
+    name = writer.function_for(cls)
+    exec(compile("\n".join(writer.lines), "<contracts.fastpath generated>", "exec"), writer.ns)
+    return writer.ns[name]  # type: ignore[no-any-return]
+
+
 def compile_builder(cls: type[Any]) -> Callable[..., Any]:
     """`cls(**fields)` without `__init__`, for values of the right types; raises (anything) where
     `cls(**fields)` would reject them or where a validator it cannot inline fails."""

@@ -19,9 +19,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import ContractError, Entry, Envelope, catalog, decode, dumps, encode, entries, loads, structure
+from contracts import (
+    ContractError,
+    Entry,
+    Envelope,
+    catalog,
+    decode,
+    dumps,
+    encode,
+    entries,
+    loads,
+    structure,
+    unstructure,
+)
 from contracts.codec import _decode_fast, _parse, _structurer, converter, decode_slow, loads_stored, structure_slow
-from contracts.fastpath import Miss, generated_source, to_uuid
+from contracts.fastpath import Miss, _UnstructureWriter, generated_source, to_uuid
 from contracts.runs import RunReported
 from contracts.values import TestResult
 from tests.unit.strategies import envelopes, json_values, messages
@@ -71,6 +83,10 @@ def test_every_message_class_is_structured_by_generated_code_alone(entry: Entry)
     source = generated_source(entry.cls, converter.get_structure_hook)
     # Then no field of it (at any depth) is handed to a cattrs hook: every contract type is known
     assert "_hook" not in source, source
+    # And the same holds for its generated unstructure code
+    writer = _UnstructureWriter(converter.get_unstructure_hook)
+    writer.function_for(entry.cls)
+    assert not writer.ns, "\n".join(writer.lines)
 
 
 @pytest.mark.parametrize("entry", ALL_ENTRIES, ids=entry_id)
@@ -95,6 +111,32 @@ def test_the_fast_path_decodes_every_valid_message_as_the_cattrs_path_does(entry
     stream_id = uuid.uuid4()
     assert outcome(loads_stored, text, stream_id=stream_id, stream_version=7) == outcome(
         decode_slow, {**_parse(text), "stream_id": stream_id, "stream_version": 7})
+
+
+@pytest.mark.parametrize("entry", ALL_ENTRIES, ids=entry_id)
+@per_message
+@given(data=st.data())
+def test_the_generated_unstructure_writes_what_the_converter_writes(entry: Entry, data: st.DataObject) -> None:
+    # Given a valid envelope of this message type
+    envelope = data.draw(envelopes(entry), label="envelope")
+    # When it is encoded, Then `data` is the converter's dict, key for key, of the same JSON kinds
+    encoded = encode(envelope)
+    reference = converter.unstructure(envelope.data, entry.cls)
+    assert json.dumps(encoded["data"]) == json.dumps(reference)
+    assert json.dumps(unstructure(envelope.data)) == json.dumps(converter.unstructure(envelope.data))
+    # And the text is byte for byte what json.dumps wrote
+    assert dumps(envelope) == json.dumps(
+        {**encoded, "data": reference}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def test_an_instance_holding_other_types_than_declared_is_unstructured_by_the_converter() -> None:
+    # Given a message built in Python with a list where a tuple of results is declared, and a str for an enum
+    run = RunReported(project="p", run_id="r", results=[TestResult(test_id="t", outcome="passed")])  # type: ignore[arg-type]
+    # When it is unstructured, Then the outcome is the converter's: here, its error
+    with pytest.raises(AttributeError):
+        converter.unstructure(run, RunReported)
+    with pytest.raises(AttributeError):
+        encode(Envelope(data=run))
 
 
 # ---------------------------------------------------------------------------------------------------
