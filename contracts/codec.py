@@ -284,44 +284,42 @@ def decode(obj: Any) -> Envelope[Any]:
 def _decode_fast(obj: Any) -> Envelope[Any]:
     """`decode_slow` for well-formed input, without collecting errors: on anything it would not accept
     as is, it raises (anything), and `decode_slow` decides. It never changes `obj`."""
-    if obj.__class__ is not dict:
-        raise ValueError("not a dict")
-    for key in obj:
-        if key not in ENVELOPE_KEYS:
-            raise ValueError(key)
+    if obj.__class__ is not dict or not obj.keys() <= ENVELOPE_KEYS:
+        raise ValueError("not a dict, or an unknown key")
+    get = obj.get
     entry = catalog.by_tag(obj["type"])
     data = obj["data"]
     if entry is None or data.__class__ is not dict:
         raise ValueError("unknown type or no data")
-    version = obj.get("version", entry.version)
+    version = get("version", entry.version)
     if version.__class__ is not int or version < 1:
         raise ValueError("version")
     if version != entry.version:
         data = catalog.upcast(entry.tag, version, data)
     message = _structurer(entry.cls)(data)
     # Absent or null: the field's default, as in decode_slow.
-    value = obj.get("id")
+    value = get("id")
     id_ = NOTHING if value is None else to_uuid(value)
-    value = obj.get("occurred_at")
+    value = get("occurred_at")
     occurred_at = NOTHING if value is None else to_datetime(value)
-    value = obj.get("stream_id")
+    value = get("stream_id")
     stream_id = NOTHING if value is None else to_uuid(value)
-    correlation_id = obj.get("correlation_id")
+    correlation_id = get("correlation_id")
     if correlation_id is None:
         correlation_id = NOTHING
     elif correlation_id.__class__ is not str:
         raise ValueError("correlation_id")
-    causation_id = obj.get("causation_id")
+    causation_id = get("causation_id")
     if causation_id is None:
         causation_id = NOTHING
     elif causation_id.__class__ is not str:
         raise ValueError("causation_id")
-    stream_version = obj.get("stream_version")
+    stream_version = get("stream_version")
     if stream_version is None:
         stream_version = NOTHING
     elif stream_version.__class__ is not int:
         raise ValueError("stream_version")
-    metadata = obj.get("metadata")
+    metadata = get("metadata")
     if metadata is None:
         metadata = NOTHING
     elif metadata.__class__ is not dict:  # (its keys and values: the builder checks them, as attrs would)

@@ -41,6 +41,9 @@ class Miss(Exception):
 _new = object.__new__
 _set = object.__setattr__
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
+# UUID's slots, set directly (UUID.__init__ sets them with object.__setattr__: the class refuses setattr).
+_set_uuid_int = uuid.UUID.__dict__["int"].__set__
+_set_uuid_is_safe = uuid.UUID.__dict__["is_safe"].__set__
 
 
 def to_uuid(value: Any) -> uuid.UUID:
@@ -56,8 +59,8 @@ def to_uuid(value: Any) -> uuid.UUID:
     # brace that UUID would strip makes int() fail here, and the cattrs path decides).
     number = int(digits, 16)
     parsed = _new(uuid.UUID)
-    _set(parsed, "int", number)
-    _set(parsed, "is_safe", _SAFE_UNKNOWN)
+    _set_uuid_int(parsed, number)
+    _set_uuid_is_safe(parsed, _SAFE_UNKNOWN)
     return parsed
 
 
