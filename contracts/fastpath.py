@@ -1,6 +1,6 @@
-"""Generated structuring code: the fast path of `contracts.codec` for well-formed input.
+"""Generated (un)structuring code: the fast path of `contracts.codec` for well-formed input.
 
-For each attrs class, `structurer(cls)` writes out (and compiles, once) one plain Python function that
+For each attrs class, `compile_structurers` writes out (and compiles, once) one plain Python function that
 checks a JSON-ready dict exactly as the cattrs converter of `contracts.codec` would accept it, and builds
 the instance directly: exact type checks instead of hook dispatch, the limits of `contracts.limits` and
 attrs' number validators evaluated inline (`passes_when`), and the instance filled in without going
@@ -16,6 +16,9 @@ holds it to that for every registered message, on valid and on mutated input.
 A type it does not know (a field of type `Any`, a `list`, a non-optional union, an attrs class with
 converters or aliases, ...) is structured by the cattrs converter's own hook instead, from inside the
 generated code, so the rest of the class still takes the fast path.
+
+`compile_builder` is the same construction for values already of their fields' types (the codec builds
+each `Envelope` with it), and `compile_unstructurer` the other direction: the converter's dict.
 """
 
 from __future__ import annotations
