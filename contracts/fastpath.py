@@ -40,6 +40,11 @@ SlowHook = Callable[[Any, Any], Any]
 class Miss(Exception):
     """The fast path does not take this input; the cattrs path decides (and words any error)."""
 
+    @classmethod
+    def fail(cls) -> Any:
+        """`raise Miss` where a statement cannot go (inside a comprehension)."""
+        raise cls
+
 
 _new = object.__new__
 _set = object.__setattr__
@@ -342,6 +347,103 @@ def compile_unstructurer(cls: type[Any], slow_hook: Callable[[Any], Callable[[An
     fields do not have their declared types; the caller then asks the converter."""
     writer = _UnstructureWriter(slow_hook)
     name = writer.function_for(cls)
+    exec(compile("\n".join(writer.lines), "<contracts.fastpath generated>", "exec"), writer.ns)
+    return writer.ns[name]  # type: ignore[no-any-return]
+
+
+class _JsonWriter:
+    """Like `_UnstructureWriter`, for orjson to write: the same dict, but only from fields that hold
+    exactly their declared types (anything else raises, and the caller goes the stdlib way), with no
+    NaN or infinity (which orjson would write as null), and with every float orjson would spell
+    otherwise than Python's `repr` (magnitudes under 1e-4: `0.00001` for `1e-05`) passed as a
+    `orjson.Fragment` of its `repr`. So `orjson.dumps` of it is byte for byte what `json.dumps` writes."""
+
+    def __init__(self, fragment: Callable[[str], Any]) -> None:
+        self.lines: list[str] = []
+        self.ns: dict[str, Any] = {"Miss": Miss, "_fragment": fragment, "_UUID": uuid.UUID, "_datetime": dt.datetime}
+        self.functions: dict[Any, str] = {}
+
+    def function_for(self, cls: Any) -> str | None:
+        """The name of the function writing `cls`; None when a field's type is not one it knows."""
+        if cls not in self.functions:
+            name = self.functions[cls] = f"json_{len(self.functions)}"
+            hints = typing.get_type_hints(cls)
+            body = [f"def {name}(o):"]
+            for i, a in enumerate(attrs.fields(cls)):
+                body.append(f"    v{i} = o.{a.name}")
+                if not self.check(hints[a.name], f"v{i}", body, "    "):
+                    del self.functions[cls]
+                    return None
+            items = ", ".join(f"{a.name!r}: v{i}" for i, a in enumerate(attrs.fields(cls)))
+            self.lines += [*body, f"    return {{{items}}}", ""]
+        return self.functions[cls]
+
+    def check(self, tp: Any, var: str, out: list[str], pad: str) -> bool:
+        """Statements that check `var` is exactly of type `tp` and replace it with what orjson is to write."""
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if tp is str or tp is bool:
+            out.append(f"{pad}if {var}.__class__ is not {tp.__name__}: raise Miss")
+        elif tp is int or tp is float:
+            # An int in a float field is written as the int, by json.dumps as by orjson (both up to 64 bits).
+            out += [f"{pad}if {var}.__class__ is float:",
+                    f"{pad}    if {var} - {var} != 0.0: raise Miss",
+                    f"{pad}    if -1e-4 < {var} < 1e-4 and {var} != 0.0: {var} = _fragment(repr({var}))",
+                    f"{pad}elif {var}.__class__ is not int: raise Miss"] if tp is float else [
+                    f"{pad}if {var}.__class__ is not int: raise Miss"]
+        elif tp is uuid.UUID:
+            out += [f"{pad}if {var}.__class__ is not _UUID: raise Miss", f"{pad}{var} = str({var})"]
+        elif tp is dt.datetime:
+            out += [f"{pad}if {var}.__class__ is not _datetime: raise Miss", f"{pad}{var} = {var}.isoformat()"]
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+            name = f"_enum{len(self.ns)}"
+            self.ns[name] = tp
+            out += [f"{pad}if {var}.__class__ is not {name}: raise Miss", f"{pad}{var} = {var}.value",
+                    f"{pad}if {var}.__class__ is not str: raise Miss"]
+        elif origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+            (present,) = (a for a in args if a is not type(None))
+            inner: list[str] = []
+            if not self.check(present, var, inner, pad + "    "):
+                return False
+            out += [f"{pad}if {var} is not None:", *inner]
+        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            out.append(f"{pad}if {var}.__class__ is not tuple and {var}.__class__ is not list: raise Miss")
+            if args[0] is str:
+                out += [f"{pad}for item in {var}:", f"{pad}    if item.__class__ is not str: raise Miss",
+                        f"{pad}{var} = list({var})"]
+            elif isinstance(args[0], type) and attrs.has(args[0]):
+                function = self.function_for(args[0])
+                if function is None:
+                    return False
+                name = f"_cls{len(self.ns)}"
+                self.ns[name] = args[0]
+                out.append(f"{pad}{var} = [{function}(item) if item.__class__ is {name} else Miss.fail() "
+                           f"for item in {var}]")
+            else:
+                return False
+        elif origin is dict and args == (str, str):
+            out += [f"{pad}if {var}.__class__ is not dict: raise Miss",
+                    f"{pad}for key, item in {var}.items():",
+                    f"{pad}    if key.__class__ is not str or item.__class__ is not str: raise Miss",
+                    f"{pad}{var} = dict({var})"]
+        elif isinstance(tp, type) and attrs.has(tp):
+            function = self.function_for(tp)
+            if function is None:
+                return False
+            name = f"_cls{len(self.ns)}"
+            self.ns[name] = tp
+            out += [f"{pad}if {var}.__class__ is not {name}: raise Miss", f"{pad}{var} = {function}({var})"]
+        else:
+            return False
+        return True
+
+
+def compile_json_writer(cls: type[Any], fragment: Callable[[str], Any]) -> Callable[[Any], Any] | None:
+    """The generated function giving what orjson is to write for an instance of `cls` (see `_JsonWriter`);
+    None when `cls` has a field of a type it does not know. `fragment` is `orjson.Fragment`."""
+    writer = _JsonWriter(fragment)
+    name = writer.function_for(cls)
+    if name is None:
+        return None
     exec(compile("\n".join(writer.lines), "<contracts.fastpath generated>", "exec"), writer.ns)
     return writer.ns[name]  # type: ignore[no-any-return]
 

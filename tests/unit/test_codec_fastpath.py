@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import math
 import uuid
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,10 +34,19 @@ from contracts import (
     structure,
     unstructure,
 )
-from contracts.codec import _decode_fast, _parse, _structurer, converter, decode_slow, loads_stored, structure_slow
+from contracts.codec import (
+    _decode_fast,
+    _json_writer,
+    _parse,
+    _structurer,
+    converter,
+    decode_slow,
+    loads_stored,
+    structure_slow,
+)
 from contracts.fastpath import Miss, _UnstructureWriter, generated_source, to_uuid
 from contracts.runs import RunReported
-from contracts.values import TestResult
+from contracts.values import Outcome, TestResult
 from tests.unit.strategies import envelopes, json_values, messages
 
 ALL_ENTRIES = entries()
@@ -127,6 +138,63 @@ def test_the_generated_unstructure_writes_what_the_converter_writes(entry: Entry
     # And the text is byte for byte what json.dumps wrote
     assert dumps(envelope) == json.dumps(
         {**encoded, "data": reference}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@pytest.mark.parametrize("entry", ALL_ENTRIES, ids=entry_id)
+def test_every_message_class_is_written_by_orjson(entry: Entry) -> None:
+    # Given a registered message class, Then dumps has a generated orjson writer for it
+    assert _json_writer(entry.cls) is not None
+
+
+def json_dumps(envelope: Envelope[Any]) -> str:
+    """What `dumps` wrote before orjson: json.dumps of the converter's envelope dict."""
+    encoded = {**encode(envelope), "data": converter.unstructure(envelope.data, envelope.entry.cls)}
+    return json.dumps(encoded, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "duration",
+    [0, 7, 2**63, 0.0, -0.0, 1.0, 0.5, 1e-4, 9.999999999999999e-05, 1e-05, 2.5e-07, 3.2e-09, 1e-10, 5e-324,
+     1e16, 1.2345678901234567e+16, 1e300, 123456789.123],
+)
+def test_dumps_writes_every_float_as_json_dumps_does(duration: float) -> None:
+    # Given a message whose float field holds a value orjson might spell differently (or an int)
+    run = RunReported(project="p", run_id="r", results=(TestResult(test_id="t", outcome=Outcome.PASSED,
+                                                                   duration_s=duration),))
+    envelope = Envelope(data=run, id=ENVELOPE_ID, occurred_at=OCCURRED_AT)
+    # When it is written, Then the text is byte for byte json.dumps'
+    assert dumps(envelope) == json_dumps(envelope)
+
+
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [
+        ("duration", math.nan), ("duration", math.inf), ("duration", True), ("duration", 2**64),
+        ("duration", 10**30), ("test_id", "\ud800"), ("test_id", "é\u2028\x00\x1f\x7f😀"), ("test_id", 5),
+        ("test_id", uuid.UUID(int=5)), ("outcome", "passed"), ("causation_id", uuid.UUID(int=5)),
+        ("causation_id", 5), ("stream_version", 2**64), ("stream_version", -(2**63) - 1), ("stream_version", True),
+        ("metadata", {"k": "v"}),
+    ],
+)
+def test_dumps_of_odd_values_is_json_dumps_or_its_error(change: str, value: Any) -> None:
+    # Given an envelope built in Python with a value orjson and json.dumps might treat differently
+    result: dict[str, Any] = {"test_id": "t", "outcome": Outcome.FAILED, "duration_s": 0.5}
+    result[{"duration": "duration_s"}.get(change, change)] = value
+    with attrs.validators.disabled():  # values no validator would let through, to see what dumps does
+        run = RunReported(project="p", run_id="r", results=(TestResult(**result),)) if change in (
+            "duration", "test_id", "outcome") else RunReported(project="p", run_id="r", results=())
+        fields: dict[str, Any] = {change: value} if change in ("causation_id", "stream_version", "metadata") else {}
+        envelope = Envelope(data=run, id=ENVELOPE_ID, occurred_at=OCCURRED_AT, **fields)
+    # When it is written, Then dumps gives json.dumps' text, or raises json.dumps' error
+    try:
+        expected: Any = json_dumps(envelope)
+    except (ValueError, TypeError, AttributeError) as exc:
+        expected = type(exc), str(exc)
+    try:
+        got: Any = dumps(envelope)
+    except (ValueError, TypeError, AttributeError) as exc:
+        got = type(exc), str(exc)
+    assert got == expected
 
 
 def test_an_instance_holding_other_types_than_declared_is_unstructured_by_the_converter() -> None:
