@@ -83,6 +83,14 @@ def to_datetime(value: Any) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _string_dict_lines(var: str, pad: str) -> list[str]:
+    """Statements that check `var` is a dict of strings to strings, and replace it with a copy."""
+    return [f"{pad}if {var}.__class__ is not dict: raise Miss",
+            f"{pad}for key, item in {var}.items():",
+            f"{pad}    if key.__class__ is not str or item.__class__ is not str: raise Miss",
+            f"{pad}{var} = dict({var})"]
+
+
 class _Writer:
     """Collects the source lines and the namespace of one generated module."""
 
@@ -156,10 +164,7 @@ class _Writer:
             else:
                 out.append(f"{pad}{var} = tuple([{self.function_for(args[0])}(item) for item in {var}])")
         elif origin is dict and args == (str, str):
-            out += [f"{pad}if {var}.__class__ is not dict: raise Miss",
-                    f"{pad}for key, item in {var}.items():",
-                    f"{pad}    if key.__class__ is not str or item.__class__ is not str: raise Miss",
-                    f"{pad}{var} = dict({var})"]
+            out += _string_dict_lines(var, pad)
         elif isinstance(tp, type) and attrs.has(tp):
             out.append(f"{pad}{var} = {self.function_for(tp)}({var})")
         else:
@@ -421,10 +426,7 @@ class _JsonWriter:
             else:
                 return False
         elif origin is dict and args == (str, str):
-            out += [f"{pad}if {var}.__class__ is not dict: raise Miss",
-                    f"{pad}for key, item in {var}.items():",
-                    f"{pad}    if key.__class__ is not str or item.__class__ is not str: raise Miss",
-                    f"{pad}{var} = dict({var})"]
+            out += _string_dict_lines(var, pad)
         elif isinstance(tp, type) and attrs.has(tp):
             function = self.function_for(tp)
             if function is None:
