@@ -32,8 +32,8 @@ import replay  # noqa: E402
 from common import run_reported  # noqa: E402
 from replay import template_events  # noqa: E402
 
-from contracts import Envelope, dumps, encode, loads  # noqa: E402
-from contracts.codec import _parse, converter, decode_slow, loads_stored  # noqa: E402
+from contracts import Envelope, dumps, loads  # noqa: E402
+from contracts.codec import _envelope_dict, _parse, converter, decode_slow, loads_stored  # noqa: E402
 
 
 def replay_mix() -> list[bytes]:
@@ -52,7 +52,8 @@ def replay_mix() -> list[bytes]:
 
 def dumps_cattrs(envelope: Envelope[Any]) -> str:
     """`dumps` as it was: the converter's `unstructure`, and `json.dumps` building its encoder each call."""
-    encoded = {**encode(envelope), "data": converter.unstructure(envelope.data, envelope.entry.cls)}
+    entry = envelope.entry
+    encoded = _envelope_dict(envelope, entry, converter.unstructure(envelope.data, entry.cls))
     return json.dumps(encoded, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 

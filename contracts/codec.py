@@ -401,9 +401,11 @@ _json_writers: dict[Any, Callable[[Any], Any] | None] = {}
 
 
 def _json_writer(cls: Any) -> Callable[[Any], Any] | None:
-    if cls not in _json_writers:
-        _json_writers[cls] = compile_json_writer(cls, orjson.Fragment)
-    return _json_writers[cls]
+    try:
+        return _json_writers[cls]
+    except KeyError:
+        writer = _json_writers[cls] = compile_json_writer(cls, orjson.Fragment)
+        return writer
 
 
 def _plain_envelope(envelope: Envelope[Any]) -> bool:
@@ -416,7 +418,7 @@ def _plain_envelope(envelope: Envelope[Any]) -> bool:
         and (envelope.stream_id is None or envelope.stream_id.__class__ is uuid.UUID)
         and (envelope.stream_version is None or envelope.stream_version.__class__ is int)
         and metadata.__class__ is dict
-        and all(k.__class__ is str and v.__class__ is str for k, v in metadata.items())
+        and (not metadata or all(k.__class__ is str and v.__class__ is str for k, v in metadata.items()))
     )
 
 
