@@ -70,7 +70,9 @@ INSTANCES = 20
 PROJECTS = 20
 
 
-def _templates(store: EventStore) -> tuple[list[tuple[str, bytes]], tuple[str, bytes], tuple[str, bytes]]:
+def template_events() -> tuple[list[Any], Any, Any]:
+    """The messages of the mix, with the placeholders in: a repair's life (7 events), a heartbeat and a
+    run.recorded."""
     now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     rid, c1, c2 = uuid.UUID(RID), uuid.UUID(C1), uuid.UUID(C2)
     evidence = ValidationEvidence(reruns=3, passes=3)
@@ -88,6 +90,16 @@ def _templates(store: EventStore) -> tuple[list[tuple[str, bytes]], tuple[str, b
                         evidence=evidence),
         RepairApplied(repair_id=rid, files=("tests/test_x.py",)),
     ]
+    heartbeat = HeartbeatRecorded(instance="svc-INST", at=now)
+    run = RunRecorded(project=PROJECT, run_id=f"run-{TEST}", total=200, passed=196, failed=4,
+                      failed_tests=(f"tests/test_x.py::{TEST}",))
+    return life, heartbeat, run
+
+
+def _templates(store: EventStore) -> tuple[list[tuple[str, bytes]], tuple[str, bytes], tuple[str, bytes]]:
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    rid = uuid.UUID(RID)
+    life, heartbeat, run = template_events()
 
     def encoded(data: Any) -> tuple[str, bytes]:
         env = Envelope(data=data, occurred_at=now, correlation_id="bench")
@@ -95,10 +107,7 @@ def _templates(store: EventStore) -> tuple[list[tuple[str, bytes]], tuple[str, b
                                                       envelope=env))
         return stored.topic, stored.state
 
-    heartbeat = encoded(HeartbeatRecorded(instance="svc-INST", at=now))
-    run = encoded(RunRecorded(project=PROJECT, run_id=f"run-{TEST}", total=200, passed=196, failed=4,
-                              failed_tests=(f"tests/test_x.py::{TEST}",)))
-    return [encoded(e) for e in life], heartbeat, run
+    return [encoded(e) for e in life], encoded(heartbeat), encoded(run)
 
 
 def generate(store: EventStore, events: int, batch_repairs: int = 1000, repairs_only: bool = False) -> int:

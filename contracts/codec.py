@@ -3,6 +3,13 @@
 The bus, the event store and the HTTP edge all go through `encode`/`decode` here, so that every
 message has one JSON form, every version is upcast the same way, and every validation error reads
 the same: a list of `$.path: problem` lines.
+
+Decoding has two paths. The fast one (orjson, and the structuring code `contracts.fastpath` generates
+per class) takes well-formed input; on anything else it gives up and the cattrs path (`structure_slow`,
+`decode_slow`, the stdlib json parser) decides, so what is accepted, what it decodes to, and every
+error's wording are the cattrs path's. Encoding likewise runs generated code: `encode` gives the
+converter's dict, and `dumps` has orjson write the text `json.dumps` would write, byte for byte; an
+instance whose fields do not hold exactly their declared types goes the converter's and json.dumps' way.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import orjson
+from attrs import NOTHING
 from cattrs.cols import homogenous_tuple_structure_factory
 from cattrs.preconf.json import make_converter
 from cattrs.v import format_exception
@@ -31,6 +40,15 @@ from contracts import registry as _registry  # noqa: F401
 from contracts import repairs as _repairs  # noqa: F401
 from contracts import runs as _runs  # noqa: F401
 from contracts.envelope import Envelope
+from contracts.fastpath import (
+    Structurer,
+    compile_builder,
+    compile_json_writer,
+    compile_structurers,
+    compile_unstructurer,
+    to_datetime,
+    to_uuid,
+)
 
 T = TypeVar("T")
 
@@ -186,21 +204,65 @@ def _errors(exc: BaseException, root: str) -> list[str]:
     return [f"{exc} @ {root}"]
 
 
+# The generated fast structuring function of each type, compiled on first use.
+_fast: dict[Any, Structurer] = {}
+# `Envelope(**fields)` without attrs' `__init__` (same checks, same instance).
+_build_envelope = compile_builder(Envelope)
+
+
+def _structurer(cls: Any) -> Structurer:
+    fast = _fast.get(cls)
+    if fast is None:
+        fast = _fast[cls] = compile_structurers([cls], converter.get_structure_hook)[cls]
+    return fast
+
+
 def structure(data: Any, cls: type[T], *, root: str = "$") -> T:
     """Structure `data` into `cls`, raising ContractError with field paths."""
+    try:
+        return _structurer(cls)(data)  # type: ignore[no-any-return]
+    except Exception:  # the fast path only gives up: the cattrs path decides, and words any error
+        return structure_slow(data, cls, root=root)
+
+
+def structure_slow(data: Any, cls: type[T], *, root: str = "$") -> T:
+    """`structure` through the cattrs converter alone: the reference the fast path agrees with."""
     try:
         return _hook(cls)(data, cls)  # type: ignore[no-any-return]
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
         raise ContractError(_errors(exc, root)) from None
 
 
+# The generated unstructure function of each attrs class, compiled on first use.
+_fast_out: dict[Any, Callable[[Any], Any]] = {}
+
+
+def _unstructurer(cls: Any) -> Callable[[Any], Any]:
+    fast = _fast_out.get(cls)
+    if fast is None:
+        fast = _fast_out[cls] = compile_unstructurer(cls, converter.get_unstructure_hook)
+    return fast
+
+
+def _unstructure_as(obj: Any, cls: Any) -> Any:
+    try:
+        return _unstructurer(cls)(obj)
+    except Exception:  # a field not of its declared type: the converter decides, or raises
+        return converter.unstructure(obj, cls)
+
+
 def unstructure(obj: Any) -> Any:
-    return converter.unstructure(obj)
+    cls = obj.__class__
+    return _unstructure_as(obj, cls) if attrs.has(cls) else converter.unstructure(obj)
 
 
 def encode(envelope: Envelope[Any]) -> dict[str, Any]:
     """The JSON-ready dict of an envelope (`metadata` only when it has entries)."""
     entry = envelope.entry
+    return _envelope_dict(envelope, entry, _unstructure_as(envelope.data, entry.cls))
+
+
+def _envelope_dict(envelope: Envelope[Any], entry: catalog.Entry, data: Any) -> dict[str, Any]:
     encoded = {
         "type": entry.tag,
         "version": entry.version,
@@ -210,7 +272,7 @@ def encode(envelope: Envelope[Any]) -> dict[str, Any]:
         "causation_id": envelope.causation_id,
         "stream_id": None if envelope.stream_id is None else str(envelope.stream_id),
         "stream_version": envelope.stream_version,
-        "data": converter.unstructure(envelope.data, entry.cls),
+        "data": data,
     }
     if envelope.metadata:
         encoded["metadata"] = dict(envelope.metadata)
@@ -219,6 +281,64 @@ def encode(envelope: Envelope[Any]) -> dict[str, Any]:
 
 def decode(obj: Any) -> Envelope[Any]:
     """An envelope from its JSON-ready dict: validates, upcasts old versions, structures `data`."""
+    try:
+        return _decode_fast(obj)
+    except Exception:  # the fast path only gives up: the cattrs path decides, and words any error
+        return decode_slow(obj)
+
+
+def _decode_fast(obj: Any) -> Envelope[Any]:
+    """`decode_slow` for well-formed input, without collecting errors: on anything it would not accept
+    as is, it raises (anything), and `decode_slow` decides. It never changes `obj`."""
+    if obj.__class__ is not dict or not obj.keys() <= ENVELOPE_KEYS:
+        raise ValueError("not a dict, or an unknown key")
+    get = obj.get
+    entry = catalog.by_tag(obj["type"])
+    data = obj["data"]
+    if entry is None or data.__class__ is not dict:
+        raise ValueError("unknown type or no data")
+    version = get("version", entry.version)
+    if version.__class__ is not int or version < 1:
+        raise ValueError("version")
+    if version != entry.version:
+        data = catalog.upcast(entry.tag, version, data)
+    message = _structurer(entry.cls)(data)
+    # Absent or null: the field's default, as in decode_slow.
+    value = get("id")
+    id_ = NOTHING if value is None else to_uuid(value)
+    value = get("occurred_at")
+    occurred_at = NOTHING if value is None else to_datetime(value)
+    value = get("stream_id")
+    stream_id = NOTHING if value is None else to_uuid(value)
+    correlation_id = get("correlation_id")
+    if correlation_id is None:
+        correlation_id = NOTHING
+    elif correlation_id.__class__ is not str:
+        raise ValueError("correlation_id")
+    causation_id = get("causation_id")
+    if causation_id is None:
+        causation_id = NOTHING
+    elif causation_id.__class__ is not str:
+        raise ValueError("causation_id")
+    stream_version = get("stream_version")
+    if stream_version is None:
+        stream_version = NOTHING
+    elif stream_version.__class__ is not int:
+        raise ValueError("stream_version")
+    metadata = get("metadata")
+    if metadata is None:
+        metadata = NOTHING
+    elif metadata.__class__ is not dict:  # (its keys and values: the builder checks them, as attrs would)
+        raise ValueError("metadata")
+    return _build_envelope(  # type: ignore[no-any-return]
+        data=message, id=id_, occurred_at=occurred_at, correlation_id=correlation_id, causation_id=causation_id,
+        stream_id=stream_id, stream_version=stream_version, metadata=metadata,
+    )
+
+
+def decode_slow(obj: Any) -> Envelope[Any]:
+    """`decode` through the cattrs converter alone: the reference the fast path agrees with, and the
+    one that words every error."""
     if not isinstance(obj, dict):
         raise ContractError([f"expected a JSON object, got {type(obj).__name__} @ $"])
     errors = [f"unknown field {k!r} @ $" for k in sorted(set(obj) - ENVELOPE_KEYS)]
@@ -238,13 +358,13 @@ def decode(obj: Any) -> Envelope[Any]:
         data = catalog.upcast(entry.tag, version, obj["data"])
     except ValueError as exc:
         raise ContractError([f"{exc} @ $.version"]) from None
-    message = structure(data, entry.cls, root="$.data")
+    message = structure_slow(data, entry.cls, root="$.data")
     fields: dict[str, Any] = {"data": message}
     problems: list[str] = []
     for key, cls in (("id", uuid.UUID), ("occurred_at", dt.datetime), ("stream_id", uuid.UUID)):
         if obj.get(key) is not None:
             try:
-                fields[key] = structure(obj[key], cls, root=f"$.{key}")
+                fields[key] = structure_slow(obj[key], cls, root=f"$.{key}")
             except ContractError as exc:
                 problems += exc.errors
     for key in ("correlation_id", "causation_id"):
@@ -272,27 +392,81 @@ def decode(obj: Any) -> Envelope[Any]:
         raise ContractError([f"{exc} @ $"]) from None
 
 
+# allow_nan=False: NaN and Infinity are not JSON; fail at the producer, not at every consumer. One encoder
+# for every call: `json.dumps` with these arguments builds the same encoder anew each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+# The generated function giving what orjson is to write for each message class (None: not one it can).
+_json_writers: dict[Any, Callable[[Any], Any] | None] = {}
+
+
+def _json_writer(cls: Any) -> Callable[[Any], Any] | None:
+    try:
+        return _json_writers[cls]
+    except KeyError:
+        writer = _json_writers[cls] = compile_json_writer(cls, orjson.Fragment)
+        return writer
+
+
+def _plain_envelope(envelope: Envelope[Any]) -> bool:
+    """Its own fields hold exactly their declared types, as orjson would write them like json.dumps."""
+    metadata = envelope.metadata
+    return (
+        envelope.id.__class__ is uuid.UUID and envelope.occurred_at.__class__ is dt.datetime
+        and envelope.correlation_id.__class__ is str
+        and (envelope.causation_id is None or envelope.causation_id.__class__ is str)
+        and (envelope.stream_id is None or envelope.stream_id.__class__ is uuid.UUID)
+        and (envelope.stream_version is None or envelope.stream_version.__class__ is int)
+        and metadata.__class__ is dict
+        and (not metadata or all(k.__class__ is str and v.__class__ is str for k, v in metadata.items()))
+    )
+
+
 def dumps(envelope: Envelope[Any]) -> str:
-    # allow_nan=False: NaN and Infinity are not JSON; fail at the producer, not at every consumer.
-    return json.dumps(encode(envelope), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The envelope as compact JSON text: `json.dumps` of `encode(envelope)`, byte for byte. orjson writes
+    it when every field holds exactly its declared type (see contracts.fastpath._JsonWriter)."""
+    writer = _json_writer(envelope.data.__class__)
+    if writer is not None and _plain_envelope(envelope):
+        try:
+            data = writer(envelope.data)
+            return orjson.dumps(_envelope_dict(envelope, envelope.entry, data)).decode()
+        except Exception:  # a field the writer refuses, or an integer past 64 bits: json.dumps decides
+            pass
+    return _ENCODER.encode(encode(envelope))
 
 
 def loads(text: str | bytes) -> Envelope[Any]:
     """Parse and decode one JSON envelope; any problem is a ContractError."""
-    return decode(_parse(text))
+    if text.__class__ is bytes or text.__class__ is str:
+        try:
+            return _decode_fast(orjson.loads(text))
+        except Exception:  # the stdlib parser and the cattrs path decide, and word any error
+            pass
+    return decode_slow(_parse(text))
 
 
 def loads_stored(text: str | bytes, *, stream_id: uuid.UUID | str, stream_version: int) -> Envelope[Any]:
     """`loads` for an envelope read back from the event store, which is the authority on where an
     event sits: its stream id and version replace the JSON's, and the envelope is built once."""
+    if text.__class__ is bytes or text.__class__ is str:
+        try:
+            obj = orjson.loads(text)
+            if obj.__class__ is dict:
+                obj["stream_id"] = stream_id
+                obj["stream_version"] = stream_version
+            return _decode_fast(obj)
+        except Exception:  # the stdlib parser and the cattrs path decide, and word any error
+            pass
     obj = _parse(text)
     if isinstance(obj, dict):
         obj["stream_id"] = stream_id
         obj["stream_version"] = stream_version
-    return decode(obj)
+    return decode_slow(obj)
 
 
 def _parse(text: str | bytes) -> Any:
+    # The stdlib parser, not orjson: it reads integers of any size as integers (orjson makes a float of
+    # one past 64 bits) and reads NaN/Infinity so that the error can name the field.
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:

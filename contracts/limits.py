@@ -7,6 +7,7 @@ field path instead of a surprise in the store.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -17,6 +18,14 @@ MAX_PATCH = 512 * 1024  # a unified diff
 MAX_RESULTS = 100_000  # results in one run.reported
 
 
+def _passes_when(condition: str, check: Callable[..., None]) -> Any:
+    """Mark `check` with `condition`, a Python expression over `value` that holds exactly when `check`
+    passes: the fast decoder (contracts/fastpath.py) evaluates it inline instead of calling `check`,
+    and falls back to the cattrs path (which calls `check` and words the error) when it does not hold."""
+    check.passes_when = condition  # type: ignore[attr-defined]
+    return check
+
+
 def bounded(max_len: int) -> Any:
     """A validator: a string no longer than `max_len` characters."""
 
@@ -24,7 +33,7 @@ def bounded(max_len: int) -> Any:
         if len(value) > max_len:
             raise ValueError(f"{attribute.name} is {len(value)} characters long; the limit is {max_len}")
 
-    return check
+    return _passes_when(f"len(value) <= {max_len:d}", check)
 
 
 def non_empty(max_len: int) -> Any:
@@ -36,7 +45,7 @@ def non_empty(max_len: int) -> Any:
         if len(value) > max_len:
             raise ValueError(f"{attribute.name} is {len(value)} characters long; the limit is {max_len}")
 
-    return check
+    return _passes_when(f"value.strip() and len(value) <= {max_len:d}", check)
 
 
 def max_items(limit: int) -> Any:
@@ -46,7 +55,7 @@ def max_items(limit: int) -> Any:
         if len(value) > limit:
             raise ValueError(f"{attribute.name} has {len(value)} items; the limit is {limit}")
 
-    return check
+    return _passes_when(f"len(value) <= {limit:d}", check)
 
 
 def string_map(limit: int, max_len: int) -> Any:
@@ -64,7 +73,12 @@ def string_map(limit: int, max_len: int) -> Any:
             if not isinstance(item, str) or len(item) > max_len:
                 raise ValueError(f"{attribute.name}[{key!r}] must be a string of at most {max_len} characters")
 
-    return check
+    return _passes_when(
+        f"isinstance(value, dict) and (not value or len(value) <= {limit:d} and all("
+        f"isinstance(key, str) and key.strip() and len(key) <= {max_len:d} and isinstance(item, str) "
+        f"and len(item) <= {max_len:d} for key, item in value.items()))",
+        check,
+    )
 
 
 def matches(pattern: str, what: str) -> Any:
