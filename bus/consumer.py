@@ -38,7 +38,7 @@ from bus import wire
 from bus.dlq import dead_letter
 from bus.metrics import BusMetrics
 from bus.streams import DLQ, errors_key
-from bus.telemetry import context_from
+from bus.telemetry import context_from, continued
 from contracts import ContractError, Envelope
 
 log = logging.getLogger(__name__)
@@ -414,7 +414,8 @@ def subscribe(
         parser=wire_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL, title=f"{title}:{stream}",
     )
     async def fresh(body: Any, msg: RedisStreamMessage) -> None:
-        await consumer.process(msg, reclaimed=False)
+        with continued(msg.headers):
+            await consumer.process(msg, reclaimed=False)
 
     _reclaim_subscriber(router, consumer, title)
     return consumer
@@ -447,4 +448,5 @@ def _reclaim_subscriber(router: RedisRouter, consumer: StreamConsumer, title: st
         parser=wire_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL, title=f"{title}:{stream}:reclaim",
     )
     async def reclaim(body: Any, msg: RedisStreamMessage) -> None:
-        await consumer.process(msg, reclaimed=True)
+        with continued(msg.headers):
+            await consumer.process(msg, reclaimed=True)

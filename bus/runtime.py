@@ -57,7 +57,7 @@ from bus.notify_queue import RedisRetryQueue
 from bus.relay import Relay
 from bus.settings import Settings
 from bus.store import EventStore
-from bus.telemetry import tracer_provider
+from bus.telemetry import recording, tracer_provider
 from contracts import Area, Envelope
 from contracts.registry import DeregisterService, Heartbeat, RegisterService
 from contracts.runs import RunReported
@@ -479,9 +479,12 @@ class Platform:
             if published:
                 log.info("built-in templates published", extra={"count": published})
         quiet: dict[str, Any] = {"logger": None} if self.quiet else {}
+        provider = tracer_provider()
         self.broker = RedisBroker(
             url, graceful_timeout=10.0, log_level=logging.DEBUG, **quiet,
-            middlewares=[RedisTelemetryMiddleware(tracer_provider=tracer_provider())],
+            # A consumer span per delivery only when spans go somewhere (`recording`); otherwise each
+            # handler runs in the producer's trace context as it is (`bus.telemetry.continued`).
+            middlewares=[RedisTelemetryMiddleware(tracer_provider=provider)] if recording() else [],
         )
         for actor in self.actors:
             self.broker.include_router(self.build_router(actor))

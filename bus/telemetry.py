@@ -16,10 +16,12 @@ span whose parent is that context (`bus.relay`), which the next actor continues 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -97,3 +99,20 @@ def context_from(metadata: Mapping[str, str]) -> Context | None:
         return None
     context = propagate.extract(carrier)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+@contextlib.contextmanager
+def continued(fields: Mapping[str, str]) -> Iterator[None]:
+    """Inside, the trace context of a consumed entry (`fields`: its headers) is the current one,
+    unless a span is current already (the consumer span of FastStream's telemetry middleware, which
+    the runtime installs only when spans are recorded: without it, what the handler records carries
+    the producer's context, the same trace a consumer span would have continued)."""
+    parent = None if trace.get_current_span().get_span_context().is_valid else context_from(fields)
+    if parent is None:
+        yield
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

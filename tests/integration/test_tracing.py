@@ -164,3 +164,27 @@ async def test_a_literal_traceparent_from_any_producer_is_continued(
 
     seen = handler.seen[envelope.id]
     assert (seen.trace_id, seen.span_id) == (trace_id, span.context.span_id)
+
+
+async def test_without_the_telemetry_middleware_the_handler_runs_in_the_producers_context(
+    redis_url: str, client: Redis,
+) -> None:
+    # Given a consumer without FastStream's telemetry middleware (what the runtime builds when no span
+    # would be recorded: OTEL_TRACES_EXPORTER=none)
+    handler = SeenContext()
+    async with running_consumer(redis_url, handler, config(), middlewares=[]):
+        # When a producer XADDs a message with a traceparent field
+        trace_id, parent_id = random.getrandbits(128) | 1, random.getrandbits(64) | 1
+        envelope = register("untraced-consumer")
+        await client.xadd(streams.COMMANDS, {
+            "message": contracts.dumps(envelope), "traceparent": f"00-{trace_id:032x}-{parent_id:016x}-01",
+        })
+
+        async def handled() -> bool:
+            return envelope.id in handler.seen
+
+        await eventually(handled, "the handler has run")
+
+    # Then the handler ran in the producer's context as it is: what it records stays in that trace
+    seen = handler.seen[envelope.id]
+    assert (seen.trace_id, seen.span_id, seen.is_remote) == (trace_id, parent_id, True)

@@ -28,3 +28,20 @@ def test_without_the_sdk_nothing_records(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_trace_fields_keep_only_the_w3c_trace_context() -> None:
     metadata = {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "tracestate": "x=1", "actor": "monitor"}
     assert telemetry.trace_fields(metadata) == {"traceparent": metadata["traceparent"], "tracestate": "x=1"}
+
+
+def test_continued_makes_a_consumed_entrys_context_current_unless_a_span_is() -> None:
+    provider = TracerProvider()
+    parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+    with telemetry.continued({"traceparent": parent, "other": "x"}):
+        current = trace.get_current_span().get_span_context()
+        assert (format(current.trace_id, "032x"), format(current.span_id, "016x")) == ("a" * 32, "b" * 16)
+    assert not trace.get_current_span().get_span_context().is_valid  # and it is undone after
+
+    consumer = provider.get_tracer("t").start_as_current_span("consumer")
+    with consumer as span, telemetry.continued({"traceparent": parent}):
+        assert trace.get_current_span() is span  # a consumer span (the middleware's) stays current
+
+    with telemetry.continued({}), telemetry.continued({"traceparent": "garbage"}):
+        assert not trace.get_current_span().get_span_context().is_valid
