@@ -37,6 +37,7 @@ from actors.monitor import router as monitor
 from actors.monitor.ingest import parse_report
 from actors.monitor.schedule import run_monitoring
 from actors.notifier import router as notifier
+from actors.notifier.config import EVENTS as NOTIFIED_EVENTS
 from actors.notifier.deliver import Sender
 from actors.provisioner import router as provisioner
 from actors.provisioner.backends import Backend, BackendNotConfigured, LazyBackends
@@ -344,11 +345,9 @@ class Platform:
             subscriptions = {streams.COMMANDS: provisioner.COMMANDS}
         elif actor == "notifier":
             handler = functools.partial(notifier.handle, self.notifier_deps())
-            subscriptions = {
-                streams.events_stream(Area.REPAIRS): frozenset({"repair.completed"}),
-                streams.events_stream(Area.FAILURES): frozenset({"failure.unrepairable"}),
-                streams.events_stream(Area.ENVIRONMENTS): frozenset({"environment.failed"}),
-            }
+            # The public summaries, from the results topic that carries only them: read from the area
+            # streams, the group would take (and skip) every other event of three busy streams.
+            subscriptions = {streams.RESULTS: frozenset(NOTIFIED_EVENTS)}
         else:
             raise ValueError(f"unknown actor {actor!r}; known: {', '.join(ACTORS)}")
         for stream, accepts in subscriptions.items():
@@ -512,7 +511,7 @@ class Platform:
         FastStream would create them at `$`; it leaves existing groups alone."""
         client = await self.redis()
         for consumer in self.consumers.values():
-            if consumer.stream.startswith(streams.EVENTS_PREFIX):
+            if consumer.stream.startswith(streams.EVENTS_PREFIX) or consumer.stream == streams.RESULTS:
                 with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
                     await client.xgroup_create(consumer.stream, consumer.group, id="0", mkstream=True)
 

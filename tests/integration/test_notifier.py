@@ -413,3 +413,5 @@ async def test_the_platform_notifies_events_the_relay_publishes(
         await receiver.wait_for(2)
         tg.cancel_scope.cancel()
     assert sorted(r["body"]["type"] for r in receiver.received) == ["environment.failed", "repair.completed"]
+    # read from the results topic alone (the area streams carry every other event too)
+    assert {(c.stream, c.group) for c in platform.consumers.values()} == {(streams.RESULTS, "notifier")}
