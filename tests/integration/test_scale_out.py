@@ -205,7 +205,8 @@ def test_two_workers_per_role_split_the_work_without_duplicates(
     # And nothing stays pending in any group of any stream: each group's pending list empties (the
     # commands stream never rests, as every process heartbeats, so each group is polled until it is empty)
     groups = [(stream, wire.text(g["name"])) for stream in (streams.INGEST, streams.COMMANDS,
-              *streams.ALL_EVENT_STREAMS) if client.exists(stream) for g in client.xinfo_groups(stream)]
+              *streams.ALL_EVENT_STREAMS, streams.RESULTS) if client.exists(stream)
+              for g in client.xinfo_groups(stream)]
     assert {g for _, g in groups} == set(runtime.ACTORS)
 
     def drained(stream: str, group: str) -> bool:
