@@ -287,6 +287,16 @@ def decode(obj: Any) -> Envelope[Any]:
         return decode_slow(obj)
 
 
+def _optional(value: Any, cls: type, name: str) -> Any:
+    """An optional envelope key on the fast path: NOTHING (the field's default) when absent or null,
+    else exactly of `cls` (anything else falls back to the cattrs path, which words the error)."""
+    if value is None:
+        return NOTHING
+    if value.__class__ is not cls:
+        raise ValueError(name)
+    return value
+
+
 def _decode_fast(obj: Any) -> Envelope[Any]:
     """`decode_slow` for well-formed input, without collecting errors: on anything it would not accept
     as is, it raises (anything), and `decode_slow` decides. It never changes `obj`."""
@@ -310,26 +320,11 @@ def _decode_fast(obj: Any) -> Envelope[Any]:
     occurred_at = NOTHING if value is None else to_datetime(value)
     value = get("stream_id")
     stream_id = NOTHING if value is None else to_uuid(value)
-    correlation_id = get("correlation_id")
-    if correlation_id is None:
-        correlation_id = NOTHING
-    elif correlation_id.__class__ is not str:
-        raise ValueError("correlation_id")
-    causation_id = get("causation_id")
-    if causation_id is None:
-        causation_id = NOTHING
-    elif causation_id.__class__ is not str:
-        raise ValueError("causation_id")
-    stream_version = get("stream_version")
-    if stream_version is None:
-        stream_version = NOTHING
-    elif stream_version.__class__ is not int:
-        raise ValueError("stream_version")
-    metadata = get("metadata")
-    if metadata is None:
-        metadata = NOTHING
-    elif metadata.__class__ is not dict:  # (its keys and values: the builder checks them, as attrs would)
-        raise ValueError("metadata")
+    correlation_id = _optional(get("correlation_id"), str, "correlation_id")
+    causation_id = _optional(get("causation_id"), str, "causation_id")
+    stream_version = _optional(get("stream_version"), int, "stream_version")
+    # (the metadata's keys and values: the builder checks them, as attrs would)
+    metadata = _optional(get("metadata"), dict, "metadata")
     return _build_envelope(  # type: ignore[no-any-return]
         data=message, id=id_, occurred_at=occurred_at, correlation_id=correlation_id, causation_id=causation_id,
         stream_id=stream_id, stream_version=stream_version, metadata=metadata,
