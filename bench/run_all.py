@@ -81,7 +81,7 @@ def flatten(sq: dict[str, Any] | None, pg: dict[str, Any] | None, rp: dict[str, 
                 "latency_steady_baseline_p99_ms": lat["baseline_p99_ms"],
             })
         for k in ("soak_minutes", "soak_rss_start_mb", "soak_rss_end_mb", "soak_rss_max_mb", "soak_rss_growth_pct",
-                  "import_floor_mb"):
+                  "soak_drain_s", "import_floor_mb"):
             if k in sq:
                 out[k] = sq[k]
     if pg:
@@ -95,6 +95,7 @@ def flatten(sq: dict[str, Any] | None, pg: dict[str, Any] | None, rp: dict[str, 
             "replay_events": rp["events"], "replay_events_per_s": rp["events_per_s"], "replay_ratio": rp["ratio"],
             "replay_raw_events_per_s": rp["raw_events_per_s"],
             "replay_decoded_events_per_s": rp["decoded_events_per_s"],
+            "replay_recorder_events_per_s": rp["recorder_events_per_s"], "rebuild_cpu_s": rp["rebuild_cpu_s"],
         })
     if qs:
         out["queries_repairs"] = qs["repairs"]
