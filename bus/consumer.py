@@ -150,12 +150,8 @@ class StreamConsumer:
         with _consume_span(self.stream, self.group, [(f, e) for _, f, e in batch]):
             ids = [entry_id for entry_id, _, _ in batch]
             try:
-                if self.metrics is None:
+                with self._timed():
                     await self._kept_claimed(redis, ids, handle_batch([e for _, _, e in batch]), reclaimed=False)
-                else:
-                    with self.metrics.timed(self.stream, self.group):
-                        await self._kept_claimed(redis, ids, handle_batch([e for _, _, e in batch]),
-                                                 reclaimed=False)
             except Exception as exc:
                 log.info("batch of %d failed (%s: %s); handling its entries one at a time", len(batch),
                          type(exc).__name__, exc, extra={"stream": self.stream, "group": self.group})
@@ -207,11 +203,8 @@ class StreamConsumer:
             "cars.correlation_id": envelope.correlation_id, "cars.consumer_group": self.group,
         })
         try:
-            if self.metrics is None:
+            with self._timed():
                 await self._kept_claimed(redis, [entry_id], self.handler(envelope), reclaimed=reclaimed)
-            else:
-                with self.metrics.timed(self.stream, self.group):
-                    await self._kept_claimed(redis, [entry_id], self.handler(envelope), reclaimed=reclaimed)
         except Rejected as exc:
             await self._dead_letter(redis, entry_id, fields, f"rejected: {exc}", deliveries)
             return
@@ -293,6 +286,10 @@ class StreamConsumer:
             self.metrics.published_one(DLQ)
         log.warning("dead-lettered", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
                                             "reason": reason})
+
+    def _timed(self) -> contextlib.AbstractContextManager[None]:
+        """Around a handler: its duration into the metrics, when there are metrics."""
+        return contextlib.nullcontext() if self.metrics is None else self.metrics.timed(self.stream, self.group)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import propagate
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 import contracts
-from bus.streams import MESSAGE_FIELD, TRACE_FIELDS
+from bus.streams import MESSAGE_FIELD
+from bus.telemetry import current_trace_context, trace_fields
 from contracts import ContractError, Envelope
 
 
@@ -37,11 +37,7 @@ def entry_fields(
     """The stream-entry fields of one envelope, with the current trace context injected (or `trace`,
     trace fields given as they are)."""
     fields: dict[str, str] = {MESSAGE_FIELD: contracts.dumps(envelope)}
-    if trace is None:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        trace = carrier
-    fields.update({k: v for k, v in trace.items() if k in TRACE_FIELDS})
+    fields.update(current_trace_context() if trace is None else trace_fields(trace))
     if extra:
         fields.update(extra)
     return fields
