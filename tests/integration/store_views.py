@@ -1,6 +1,6 @@
-"""The fixtures every "same tests on SQLite and on PostgreSQL" contract over the store and the view
-database shares: a contract class inherits `StoreAndViews`, and its SQLite and PostgreSQL subclasses
-choose `store_env` (`sqlite_env` / `postgres_env` from tests/conftest.py)."""
+"""The fixtures every "same tests on SQLite and on PostgreSQL" contract over the store (and the view
+database) shares: a contract class inherits `OnStore` or `StoreAndViews`, and its SQLite and
+PostgreSQL subclasses choose `store_env` (`sqlite_env` / `postgres_env` from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from bus.store import EventStore
 from projections.db import ViewDB
 
 
-class StoreAndViews:
+class OnStore:
+    """`store_env` (chosen by the SQLite and PostgreSQL subclasses) and the EventStore on it."""
+
     @pytest.fixture
     def store_env(self) -> dict[str, str]:
         raise NotImplementedError
@@ -23,6 +25,10 @@ class StoreAndViews:
         es = EventStore(store_env)
         yield es
         es.close()
+
+
+class StoreAndViews(OnStore):
+    """`OnStore`, and the view database beside it."""
 
     @pytest.fixture
     def db(self, store_env: dict[str, str], tmp_path: Path) -> Iterator[ViewDB]:

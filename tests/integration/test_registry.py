@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from contracts.registry import (
 )
 from projections.runner import ProjectionRunner
 from projections.views import default_views
+from tests.integration.store_views import OnStore
 
 WAIT_S = 15.0  # the longest any test waits for the bus
 SERVICE_TIMEOUT_S = 35.0
@@ -102,12 +103,8 @@ def sweeper(
     )
 
 
-class RegistryContract:
+class RegistryContract(OnStore):
     """The test bodies; subclasses choose the store."""
-
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
 
     @pytest.fixture
     def settings(self, store_env: dict[str, str], tmp_path: Path, redis_url: str) -> Settings:
@@ -122,13 +119,6 @@ class RegistryContract:
         # The platform's store is the one the fixture prepared (for SQLite: the same file under tmp_path)
         assert settings.store_env().items() >= store_env.items()
         return settings
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        """The event store as another process sees it."""
-        es = EventStore(store_env)
-        yield es
-        es.close()
 
     @pytest.fixture
     async def client(self, redis_url: str) -> AsyncIterator[Redis]:

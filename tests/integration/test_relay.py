@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -39,6 +39,7 @@ from contracts.registry import ServiceLost
 from contracts.repairs import HealAbandoned, RepairCompleted
 from contracts.runs import RunRecorded
 from contracts.values import FailureClass
+from tests.integration.store_views import OnStore
 
 MAXLEN = 100_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,14 +192,8 @@ class LaggyProxy:
 
 # -- The tests, once for each store ------------------------------------------------------------------
 
-class RelayContract:
+class RelayContract(OnStore):
     """Test bodies; subclasses provide `store_env`."""
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        store = EventStore(store_env)
-        yield store
-        store.close()
 
     @pytest.fixture
     async def client(self, redis_url: str) -> AsyncIterator[Redis]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from projections.runner import ProjectionRunner
 from projections.templates import list_templates, template_versions
 from projections.views import default_views
 from tests.conftest import unavailable
+from tests.integration.store_views import OnStore
 from tests.integration.test_registry import eventually
 
 BUILTIN_NAMES = ["full-stack", "python", "python-mongodb", "python-mysql", "python-postgres", "python-redis"]
@@ -60,12 +61,8 @@ def consumer_of(platform: Platform, group: str) -> StreamConsumer:
     return consumer
 
 
-class TemplatesContract:
+class TemplatesContract(OnStore):
     """The test bodies; subclasses choose the store."""
-
-    @pytest.fixture
-    def store_env(self) -> dict[str, str]:
-        raise NotImplementedError
 
     @pytest.fixture
     def settings(self, store_env: dict[str, str], tmp_path: Path, redis_url: str) -> Settings:
@@ -73,12 +70,6 @@ class TemplatesContract:
             **store_env, "CARS_HOME": str(tmp_path), "REDIS_URL": redis_url,
             "CARS_CONSUMER": f"test-{uuid.uuid4().hex[:8]}", "CARS_RECLAIM_IDLE_MS": "60000",
         })
-
-    @pytest.fixture
-    def store(self, store_env: dict[str, str]) -> Iterator[EventStore]:
-        es = EventStore(store_env)
-        yield es
-        es.close()
 
     @pytest.fixture
     async def client(self, redis_url: str) -> AsyncIterator[Redis]:
