@@ -1,10 +1,20 @@
 """Subscribing an actor's handler to a stream: consumer groups, reclaim, dead letters.
 
-`subscribe()` adds two FastStream subscribers to a router, in the same consumer group:
+`subscribe()` sets up the two readers of one (stream, group), under this process's unique consumer
+name:
 
-- `fresh` reads new entries (`XREADGROUP >`) under this process's unique consumer name;
-- `reclaim` claims entries that stayed pending longer than `reclaim_idle_ms` in ANY consumer of the
-  group (a crashed or stuck process) with XAUTOCLAIM, and retries them.
+- a `BatchReader` reads new entries (`XREADGROUP >`), as many as are queued (see its docstring), and
+  acknowledges the types the group does not handle in one XACK; the caller runs it (`run_readers`);
+- the `reclaim` FastStream subscriber, added to the router, claims entries that stayed pending longer
+  than `reclaim_idle_ms` in ANY consumer of the group (a crashed or stuck process) with XAUTOCLAIM,
+  and retries them one at a time.
+
+Why new entries are not read by a FastStream subscriber too: its one-entry-per-read delivery cost
+~740 us of CPU per entry (an XREADGROUP, its middleware and dependency injection, measured with a
+handler that only XACKs; ~300 us for the same XREADGROUP COUNT 1 and XACK alone), and most entries
+of an event stream are of types the group skips (in the ingest benchmark, 20 of the 28 entries a
+run with 4 failures sends to the groups): at 100 runs/s those deliveries were a quarter of the
+process's main thread (bench/README.md, "Latency").
 
 Outcomes of one delivery:
 
@@ -20,7 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -42,7 +53,7 @@ from bus.telemetry import context_from, continued
 from contracts import ContractError, Envelope
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
+default_tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
 # Handles the envelopes of one read together (all stored, or none and an exception).
@@ -61,7 +72,7 @@ class ConsumerConfig:
     max_message_bytes: int
     maxlen: int
     polling_ms: int = 100
-    # The most entries one read of a batch reader takes (`subscribe_batch`).
+    # The most entries one read of a reader takes (`BatchReader`).
     batch_records: int = 50
 
 
@@ -92,8 +103,12 @@ class StreamConsumer:
     def __init__(
         self, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
         accepts: frozenset[str] | None, config: ConsumerConfig, metrics: BusMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.client = client
+        # Makes a CONSUMER span per entry handled (None: no span; the handler runs in its producer's
+        # trace context, see `_delivery_context`).
+        self.tracer = tracer
         self.metrics = metrics
         self.stream = stream
         self.group = group
@@ -130,24 +145,10 @@ class StreamConsumer:
         and each entry goes through the one-at-a-time path, which gives each its own outcome: stored
         and acked, dead-lettered (Rejected), or left pending with its error for reclaim."""
         redis = await self.client()
-        batch: list[tuple[str, Mapping[Any, Any], Envelope[Any]]] = []
-        ignored: list[str] = []
-        for raw_id, fields in entries:
-            entry_id = wire.text(raw_id)
-            envelope = await self._decode(redis, entry_id, fields, 1)
-            if envelope is None:
-                continue
-            if self.accepts is not None and envelope.type not in self.accepts:
-                ignored.append(entry_id)
-                continue
-            batch.append((entry_id, fields, envelope))
-        if ignored:
-            await redis.xack(self.stream, self.group, *ignored)
-            for _ in ignored:
-                self._count("ignored")
+        batch = await self._accepted(redis, entries)
         if not batch:
             return
-        with _consume_span(self.stream, self.group, [(f, e) for _, f, e in batch]):
+        with _consume_span(self.tracer or default_tracer, self.stream, self.group, [(f, e) for _, f, e in batch]):
             ids = [entry_id for entry_id, _, _ in batch]
             try:
                 with self._timed():
@@ -155,13 +156,7 @@ class StreamConsumer:
             except Exception as exc:
                 log.info("batch of %d failed (%s: %s); handling its entries one at a time", len(batch),
                          type(exc).__name__, exc, extra={"stream": self.stream, "group": self.group})
-
-                async def one_at_a_time() -> None:
-                    for entry_id, fields, envelope in batch:
-                        await self._handle_one(redis, entry_id, fields, envelope, deliveries=1, reclaimed=False)
-
-                # The entries still waiting their turn stay claimed: reclaim must not take them meanwhile.
-                await self._kept_claimed(redis, ids, one_at_a_time(), reclaimed=False)
+                await self._handle_each(redis, batch)
                 return
             await redis.xack(self.stream, self.group, *ids)
         for entry_id, _, envelope in batch:
@@ -170,6 +165,49 @@ class StreamConsumer:
                                         "type": envelope.type, "consumer": self.config.consumer,
                                         "reclaimed": False, "batch": len(batch)})
             self._count("handled")
+
+    async def process_each(self, entries: Sequence[tuple[Any, Mapping[Any, Any]]]) -> None:
+        """Handle the new entries of one read one at a time, in order, each with its own outcome as on
+        the reclaim path. The entries of types this consumer does not handle are acknowledged first, in
+        one XACK."""
+        redis = await self.client()
+        await self._handle_each(redis, await self._accepted(redis, entries))
+
+    async def _accepted(
+        self, redis: Redis, entries: Sequence[tuple[Any, Mapping[Any, Any]]]
+    ) -> list[tuple[str, Mapping[Any, Any], Envelope[Any]]]:
+        """The valid entries of a read of new entries that this consumer handles. Of the others, the
+        malformed are dead-lettered, and those of types it does not handle acknowledged in one XACK."""
+        accepted: list[tuple[str, Mapping[Any, Any], Envelope[Any]]] = []
+        ignored: list[str] = []
+        for raw_id, fields in entries:
+            entry_id = wire.text(raw_id)
+            envelope = await self._decode(redis, entry_id, fields, 1)
+            if envelope is None:
+                continue
+            if self.accepts is not None and envelope.type not in self.accepts:
+                ignored.append(entry_id)
+            else:
+                accepted.append((entry_id, fields, envelope))
+        if ignored:
+            await redis.xack(self.stream, self.group, *ignored)
+            for _ in ignored:
+                self._count("ignored")
+        return accepted
+
+    async def _handle_each(self, redis: Redis, items: Sequence[tuple[str, Mapping[Any, Any], Envelope[Any]]]) -> None:
+        """Handle new entries one at a time, in order; those still waiting their turn stay claimed, so
+        that reclaim does not take them meanwhile."""
+
+        async def one_at_a_time() -> None:
+            for entry_id, fields, envelope in items:
+                with self._delivery_context(fields, envelope):
+                    await self._handle_one(redis, entry_id, fields, envelope, deliveries=1, reclaimed=False)
+
+        if len(items) <= 1:
+            await one_at_a_time()  # `_handle_one` keeps its entry claimed
+        else:
+            await self._kept_claimed(redis, [entry_id for entry_id, _, _ in items], one_at_a_time(), reclaimed=False)
 
     async def _decode(
         self, redis: Redis, entry_id: str, fields: Mapping[Any, Any], deliveries: int
@@ -287,6 +325,16 @@ class StreamConsumer:
         log.warning("dead-lettered", extra={"stream": self.stream, "group": self.group, "entry_id": entry_id,
                                             "reason": reason})
 
+    def _delivery_context(
+        self, fields: Mapping[Any, Any], envelope: Envelope[Any]
+    ) -> contextlib.AbstractContextManager[None]:
+        """What one new entry is handled in: a CONSUMER span continuing its producer's trace when this
+        consumer makes spans (as FastStream's telemetry middleware does on the reclaim path), otherwise
+        the producer's trace context as it is (`bus.telemetry.continued`)."""
+        if self.tracer is not None:
+            return _consume_span(self.tracer, self.stream, self.group, [(fields, envelope)])
+        return continued(wire.split_fields(fields)[1])
+
     def _timed(self) -> contextlib.AbstractContextManager[None]:
         """Around a handler: its duration into the metrics, when there are metrics."""
         return contextlib.nullcontext() if self.metrics is None else self.metrics.timed(self.stream, self.group)
@@ -303,26 +351,43 @@ class ConsumerGroupGone(RuntimeError):
 
 
 class BatchReader:
-    """Reads the new entries of (stream, group) and hands them to `process_batch` a read at a time.
+    """Reads the new entries of (stream, group) and hands them to the consumer a read at a time: to
+    `handle_batch` together (`StreamConsumer.process_batch`), or, without one, one at a time
+    (`StreamConsumer.process_each`).
 
     How much one read takes adapts to the load. An idle reader waits (XREADGROUP BLOCK, woken by the
     next XADD at once) for ONE entry, so a burst arriving while several consumers of the group wait
-    is shared between them, as with the one-at-a-time subscribers. After each batch it takes, without
-    waiting, up to `batch_records` entries that queued up meanwhile: under load the batches grow, and
-    so does what one transaction stores. An empty read sends it back to waiting for one.
+    is shared between them. After each read it takes, without waiting, what queued up meanwhile, up
+    to `batch_records` entries: under load the reads grow, and so does what one transaction stores
+    (or one XACK skips). An empty read sends it back to waiting for one. Without `handle_batch`, a
+    read whose handling took longer than `LONG_S` (a validation rerunning tests) is followed by a read
+    of one entry, as if idle: the next entries of a group of slow handlers go to whichever consumer
+    is free, as they would one at a time; only quick handlers take entries by the batch.
 
-    A batch that was started is finished (and acknowledged) even on shutdown, but within `GRACE_S`,
+    A batch given to `handle_batch` is finished (and acknowledged) even on shutdown, within `GRACE_S`
     at shutdown or not: a batch that takes longer (a store that hangs) is given up with a warning, and
     its entries not acknowledged stay pending for the reclaim subscriber to retry (idempotently).
+    Entries handled one at a time take as long as their handler does; at shutdown (`stop`), what is
+    under way is given `GRACE_S` to finish, as FastStream gives its subscribers' handlers.
     """
 
     GRACE_S = 10.0
     ERROR_PAUSE_S = 1.0
+    LONG_S = 0.05
 
-    def __init__(self, consumer: StreamConsumer, handle_batch: BatchHandler) -> None:
+    def __init__(self, consumer: StreamConsumer, handle_batch: BatchHandler | None = None) -> None:
         self.consumer = consumer
         self.handle_batch = handle_batch
-        self.batches = 0
+        self.batches = 0  # reads handled
+        self._handling: anyio.CancelScope | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Shutting down: what is being handled gets at most `GRACE_S` more (cancel the reader's task
+        after this; it finishes the read under way first, within that time)."""
+        self._stopping = True
+        if self._handling is not None:
+            self._handling.deadline = min(self._handling.deadline, anyio.current_time() + self.GRACE_S)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         c = self.consumer
@@ -352,12 +417,12 @@ class BatchReader:
             if not entries:
                 count, block = 1, c.config.polling_ms
                 continue
+            started = anyio.current_time()
             try:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.GRACE_S) as bounded:
-                    await c.process_batch(entries, self.handle_batch)
-                if bounded.cancelled_caught:
-                    log.warning("a batch of %d from %s took over %.0f s and was given up; its entries not "
-                                "acknowledged stay pending for reclaim", len(entries), c.stream, self.GRACE_S)
+                if await self._handle(entries):
+                    log.warning("handling a read of %d entries from %s was given up after %.1f s; its entries "
+                                "not acknowledged stay pending for reclaim", len(entries), c.stream,
+                                anyio.current_time() - started)
             except (RedisError, OSError) as exc:
                 # Redis went away mid-batch (an XACK, a dead letter): what was not acked stays pending,
                 # and reclaim retries it (idempotently).
@@ -366,14 +431,50 @@ class BatchReader:
                 count, block = 1, c.config.polling_ms
                 continue
             self.batches += 1
-            count, block = c.config.batch_records, None  # no BLOCK: what is there now, or nothing
+            slow = self.handle_batch is None and anyio.current_time() - started > self.LONG_S
+            count, block = (1 if slow else c.config.batch_records), None  # no BLOCK: what is there now, or nothing
+
+    async def _handle(self, entries: list[Any]) -> bool:
+        """Handle one read, shielded from the reader's cancellation (see `stop`); True if it was given up."""
+        c = self.consumer
+        deadline = anyio.current_time() + self.GRACE_S
+        if self.handle_batch is None and not self._stopping:
+            deadline = math.inf
+        with anyio.CancelScope(shield=True, deadline=deadline) as scope:
+            self._handling = scope
+            try:
+                if self.handle_batch is None:
+                    await c.process_each(entries)
+                else:
+                    await c.process_batch(entries, self.handle_batch)
+            finally:
+                self._handling = None
+        return scope.cancelled_caught
+
+
+@contextlib.asynccontextmanager
+async def run_readers(readers: Sequence[BatchReader]) -> AsyncIterator[None]:
+    """Run `readers` while inside (each has created its group and started reading once this yields);
+    on the way out, each finishes what it is handling within `BatchReader.GRACE_S`. An error of a
+    reader (ConsumerGroupGone) cancels the body and propagates."""
+    async with anyio.create_task_group() as tg:
+        for reader in readers:
+            await tg.start(reader.run)
+        try:
+            yield
+        finally:
+            for reader in readers:
+                reader.stop()
+            tg.cancel_scope.cancel()
 
 
 @contextlib.contextmanager
-def _consume_span(stream: str, group: str, batch: Sequence[tuple[Mapping[Any, Any], Envelope[Any]]]) -> Iterator[None]:
-    """The CONSUMER span a batch is handled in, named as FastStream names its spans. One entry with a
-    producer's trace context continues that trace, as the one-at-a-time subscriber does; a batch of
-    several starts a trace of its own, linked to each producer's (a span has one parent)."""
+def _consume_span(
+    tracer: trace.Tracer, stream: str, group: str, batch: Sequence[tuple[Mapping[Any, Any], Envelope[Any]]]
+) -> Iterator[None]:
+    """The CONSUMER span entries are handled in, named as FastStream names its spans. One entry with a
+    producer's trace context continues that trace, as FastStream's telemetry middleware does; a batch
+    of several starts a trace of its own, linked to each producer's (a span has one parent)."""
     contexts = [context_from(wire.split_fields(fields)[1]) for fields, _ in batch]
     parent = contexts[0] if len(batch) == 1 else None
     links = [Link(trace.get_current_span(ctx).get_span_context()) for ctx in contexts if ctx is not None]
@@ -403,40 +504,16 @@ def _entry_id(msg: RedisStreamMessage) -> str:
 def subscribe(
     router: RedisRouter, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
     accepts: frozenset[str] | None, config: ConsumerConfig, title: str, metrics: BusMetrics | None = None,
-) -> StreamConsumer:
-    """Add the fresh and reclaim subscribers of `handler` on `stream` in consumer group `group`."""
-    consumer = StreamConsumer(
-        client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config,
-        metrics=metrics,
-    )
-
-    # One entry per read (XREADGROUP COUNT 1): without a count, the first consumer to read takes every
-    # entry waiting (a relay batch, a burst of runs) and works through them alone while the other
-    # consumers of the group idle. The next entry goes to whichever consumer asks next.
-    @router.subscriber(
-        stream=StreamSub(stream, group=group, consumer=config.consumer, polling_interval=config.polling_ms,
-                         max_records=1),
-        parser=wire_parser, decoder=raw_decoder, ack_policy=AckPolicy.MANUAL, title=f"{title}:{stream}",
-    )
-    async def fresh(body: Any, msg: RedisStreamMessage) -> None:
-        with continued(msg.headers):
-            await consumer.process(msg, reclaimed=False)
-
-    _reclaim_subscriber(router, consumer, title)
-    return consumer
-
-
-def subscribe_batch(
-    router: RedisRouter, *, client: Callable[[], Awaitable[Redis]], stream: str, group: str, handler: Handler,
-    handle_batch: BatchHandler, accepts: frozenset[str] | None, config: ConsumerConfig, title: str,
-    metrics: BusMetrics | None = None,
+    handle_batch: BatchHandler | None = None, tracer: trace.Tracer | None = None,
 ) -> tuple[StreamConsumer, BatchReader]:
-    """As `subscribe`, but new entries are read by a BatchReader (to run in the caller's task group)
-    and handled `handle_batch` a read at a time; `handler` handles them one at a time when a batch
-    fails, and on every reclaim (the reclaim subscriber is added to `router` as by `subscribe`)."""
+    """`handler` on `stream` in consumer group `group`: the reader of new entries (for the caller to run,
+    see `run_readers`) and the reclaim subscriber, added to `router`. With `handle_batch`, the new
+    entries of one read are handled together by it; `handler` then handles them one at a time when a
+    batch fails, and on every reclaim. `tracer`: see `StreamConsumer.tracer` (the reclaim subscriber's
+    spans come from the broker's telemetry middleware)."""
     consumer = StreamConsumer(
         client=client, stream=stream, group=group, handler=handler, accepts=accepts, config=config,
-        metrics=metrics,
+        metrics=metrics, tracer=tracer,
     )
     _reclaim_subscriber(router, consumer, title)
     return consumer, BatchReader(consumer, handle_batch)

@@ -50,7 +50,7 @@ from bus import streams, wire
 from bus.aggregates import AggregateStore
 from bus.asyncapi import asyncapi_document
 from bus.audit import aggregate_state
-from bus.consumer import BatchReader, ConsumerConfig, StreamConsumer, subscribe, subscribe_batch
+from bus.consumer import BatchReader, ConsumerConfig, StreamConsumer, run_readers, subscribe
 from bus.dlq import dlq_size, list_dead_letters
 from bus.embedded import EmbeddedRedis, running_bus_url
 from bus.metrics import BusMetrics, render, source_up_family, store_position_family, stream_families
@@ -350,20 +350,20 @@ class Platform:
             subscriptions = {streams.RESULTS: frozenset(NOTIFIED_EVENTS)}
         else:
             raise ValueError(f"unknown actor {actor!r}; known: {', '.join(ACTORS)}")
+        # A consumer span per entry only when spans go somewhere; otherwise each handler runs in its
+        # producer's trace context as it is (as the broker's middleware, for the reclaim subscribers).
+        tracer = tracer_provider().get_tracer("bus.consumer") if recording() else None
         for stream, accepts in subscriptions.items():
-            if actor == "monitor" and stream == streams.INGEST:
-                # Runs are many and alike: read in batches, decided together, stored in one transaction.
-                self.consumers[f"{actor}@{stream}"], reader = subscribe_batch(
-                    router, client=self.redis, stream=stream, group=actor, handler=handler,
-                    handle_batch=functools.partial(monitor_batch.handle_runs, self.monitor_deps()),
-                    accepts=accepts, config=self.consumer_config(), title=actor, metrics=self.metrics,
-                )
-                self.readers.append(reader)
-                continue
-            self.consumers[f"{actor}@{stream}"] = subscribe(
+            # Runs are many and alike: the monitor reads them in batches, decided together and stored
+            # in one transaction. Everything else is handled one entry at a time.
+            batched = actor == "monitor" and stream == streams.INGEST
+            self.consumers[f"{actor}@{stream}"], reader = subscribe(
                 router, client=self.redis, stream=stream, group=actor, handler=handler, accepts=accepts,
                 config=self.consumer_config(), title=actor, metrics=self.metrics,
+                handle_batch=functools.partial(monitor_batch.handle_runs, self.monitor_deps()) if batched else None,
+                tracer=tracer,
             )
+            self.readers.append(reader)
         return router
 
     def aggregates(self) -> AggregateStore:
@@ -491,13 +491,8 @@ class Platform:
         await self._create_event_groups()
         await self.broker.start()
         try:
-            async with anyio.create_task_group() as readers:
-                for reader in self.readers:
-                    await readers.start(reader.run)
-                try:
-                    yield self
-                finally:
-                    readers.cancel_scope.cancel()  # a batch under way is finished first (BatchReader)
+            async with run_readers(self.readers):
+                yield self
         finally:
             with anyio.CancelScope(shield=True):
                 await self.broker.stop()

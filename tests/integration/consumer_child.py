@@ -31,12 +31,13 @@ from typing import Any
 
 import anyio
 from faststream.redis import RedisBroker, RedisRouter
+from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 
 from actors.registry import router as registry
 from bus import streams
 from bus.aggregates import AggregateStore
-from bus.consumer import ConsumerConfig, Handler, StreamConsumer, subscribe
+from bus.consumer import ConsumerConfig, Handler, StreamConsumer, run_readers, subscribe
 from bus.store import EventStore
 from contracts import Envelope
 
@@ -69,8 +70,11 @@ def blocking(handler: Handler, mode: str) -> Handler:
 @contextlib.asynccontextmanager
 async def running_consumer(
     redis_url: str, handler: Handler, config: ConsumerConfig, middlewares: Sequence[Any] = (),
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[StreamConsumer]:
-    """`handler` subscribed to cars.commands in the registry group, as `cars worker` wires it."""
+    """`handler` subscribed to cars.commands in the registry group, as `cars worker` wires it; with
+    `tracer_provider`, new entries are handled in spans of its own (the reclaim path's spans come from
+    `middlewares`)."""
     broker = RedisBroker(redis_url, logger=None, middlewares=tuple(middlewares))
     router = RedisRouter()
     client: Redis | None = None
@@ -79,15 +83,17 @@ async def running_consumer(
         assert client is not None
         return client
 
-    consumer = subscribe(
+    consumer, reader = subscribe(
         router, client=redis, stream=streams.COMMANDS, group=registry.ROLE, handler=handler,
         accepts=registry.ACCEPTS, config=config, title=registry.ROLE,
+        tracer=None if tracer_provider is None else tracer_provider.get_tracer("cars-tests"),
     )
     broker.include_router(router)
     client = await broker.connect()
     await broker.start()
     try:
-        yield consumer
+        async with run_readers([reader]):
+            yield consumer
     finally:
         with anyio.CancelScope(shield=True):
             await broker.stop()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from contracts import Envelope
 from contracts.registry import Heartbeat, HeartbeatRecorded, RegisterService, ServiceRegistered
 from contracts.runs import StopMonitoring
 from tests.integration.consumer_child import registry_handler, running_consumer
+from tests.integration.waiting import eventually
 
 CARS = Path(sys.executable).with_name("cars")
 TIMEOUT_S = 15.0
@@ -40,14 +40,6 @@ def config(**overrides: Any) -> ConsumerConfig:
         "max_message_bytes": 1024, "maxlen": 10_000, "polling_ms": 50,
     }
     return ConsumerConfig(**{**values, **overrides})
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting until {what}")
-        await anyio.sleep(0.05)
 
 
 class Recording:

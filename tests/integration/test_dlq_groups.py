@@ -13,7 +13,7 @@ from faststream.redis import RedisBroker, RedisRouter
 from redis.asyncio import Redis
 
 from bus import streams
-from bus.consumer import ConsumerConfig, subscribe
+from bus.consumer import ConsumerConfig, run_readers, subscribe
 from bus.dlq import list_dead_letters
 from contracts import Envelope
 
@@ -41,22 +41,23 @@ async def test_a_malformed_command_is_dead_lettered_once_whatever_the_number_of_
     async def get_client() -> Redis:
         return client
 
-    consumers = [subscribe(router, client=get_client, stream=streams.COMMANDS, group=group,
-                           handler=handler, accepts=None, config=config, title=group)
-                 for group in ("registry", "healer", "provisioner")]
+    consumers, readers = zip(*(subscribe(router, client=get_client, stream=streams.COMMANDS, group=group,
+                                         handler=handler, accepts=None, config=config, title=group)
+                               for group in ("registry", "healer", "provisioner")), strict=True)
     broker.include_router(router)
     await broker.connect()
     await broker.start()
     try:
-        # When one malformed entry arrives
-        bad_id = (await client.xadd(streams.COMMANDS, {"message": "{not json"})).decode()
-        for _ in range(300):
-            seen = [await client.xinfo_groups(streams.COMMANDS)]
-            if all(int(g["entries-read"] or 0) >= 1 and int(g["pending"]) == 0 for g in seen[0]) and len(seen[0]) == 3:
-                break
-            await anyio.sleep(0.05)
-        else:
-            pytest.fail("the groups did not all read and ack the entry")
+        async with run_readers(readers):
+            # When one malformed entry arrives
+            bad_id = (await client.xadd(streams.COMMANDS, {"message": "{not json"})).decode()
+            for _ in range(300):
+                seen = await client.xinfo_groups(streams.COMMANDS)
+                if len(seen) == 3 and all(int(g["entries-read"] or 0) >= 1 and int(g["pending"]) == 0 for g in seen):
+                    break
+                await anyio.sleep(0.05)
+            else:
+                pytest.fail("the groups did not all read and ack the entry")
     finally:
         with anyio.CancelScope(shield=True):
             await broker.stop()

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import os
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from contracts.environments import RequestEnvironment
 from contracts.registry import RegisterService
 from projections.runner import ProjectionRunner
 from projections.views import default_views
+from tests.integration import waiting
 from tests.integration.test_repair_loop import SHOP, make_repo
 
 pytestmark = pytest.mark.slow
@@ -80,11 +80,7 @@ async def running(settings: Settings, **kw: object) -> AsyncIterator[Platform]:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {TIMEOUT_S}s waiting until {what}")
-        await anyio.sleep(0.05)
+    await waiting.eventually(check, what, timeout_s=TIMEOUT_S)
 
 
 async def scrape(url: str) -> Samples:

@@ -3,7 +3,7 @@
 - Deciding runs together (`actors.monitor.batch.handle_runs`) stores exactly what handling them one at
   a time (`actors.monitor.router.handle`) stores: the same events with the same ids in every stream,
   flakiness included, whatever the batches are cut into.
-- Through the consumer (`bus.consumer.subscribe_batch` + `BatchReader`, as `cars up` wires it): in one
+- Through the consumer (`bus.consumer.subscribe` with `handle_batch` + `BatchReader`, as `cars up` wires it): in one
   read, a malformed entry is dead-lettered, a rejected one too, a run already stored adds nothing,
   the others are stored, and all of them are acknowledged; a store that refuses writes leaves every
   entry pending with its error, and the reclaim path stores them once the store is back.
@@ -30,12 +30,13 @@ from actors.monitor import batch, history
 from actors.monitor import router as monitor
 from bus import streams, wire
 from bus.aggregates import AggregateStore
-from bus.consumer import BatchReader, ConsumerConfig, ConsumerGroupGone, StreamConsumer, subscribe_batch
+from bus.consumer import BatchReader, ConsumerConfig, ConsumerGroupGone, StreamConsumer, run_readers, subscribe
 from bus.store import EventStore
 from contracts import Envelope, natural_id
 from contracts.failures import FailureDetected, FlakinessChanged
 from contracts.runs import RunRecorded, RunReported
 from contracts.values import FailureClass, FailureEvidence, Outcome, TestResult
+from tests.integration import waiting
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 TIMEOUT_S = 20.0
@@ -203,7 +204,7 @@ async def running_ingest(redis_url: str, store: EventStore, cfg: ConsumerConfig)
         assert client is not None
         return client
 
-    consumer, reader = subscribe_batch(
+    consumer, reader = subscribe(
         router, client=redis, stream=streams.INGEST, group=monitor.ROLE,
         handler=rejecting(monitor.handle, deps), handle_batch=rejecting(batch.handle_runs, deps),
         accepts=monitor.INGEST_ACCEPTS, config=cfg, title=monitor.ROLE,
@@ -212,21 +213,15 @@ async def running_ingest(redis_url: str, store: EventStore, cfg: ConsumerConfig)
     client = await broker.connect()
     await broker.start()
     try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(reader.run)
+        async with run_readers([reader]):
             yield consumer, reader
-            tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await broker.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = anyio.current_time() + TIMEOUT_S
-    while not await check():
-        if anyio.current_time() > deadline:
-            pytest.fail(f"timed out after {TIMEOUT_S}s waiting until {what}")
-        await anyio.sleep(0.05)
+    await waiting.eventually(check, what, timeout_s=TIMEOUT_S)
 
 
 def entry(envelope: Envelope[Any]) -> dict[str, str]:

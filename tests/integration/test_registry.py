@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -44,6 +43,7 @@ from contracts.registry import (
 )
 from projections.runner import ProjectionRunner
 from projections.views import default_views
+from tests.integration import waiting
 from tests.integration.store_views import OnStore
 
 WAIT_S = 15.0  # the longest any test waits for the bus
@@ -65,11 +65,7 @@ class ManualClock:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting until {what}")
-        await anyio.sleep(0.02)
+    await waiting.eventually(check, what, timeout_s=timeout_s)
 
 
 def new_instance() -> str:

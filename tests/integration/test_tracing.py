@@ -4,12 +4,10 @@ is `bus.wire.publish` inside a span or any program that writes a W3C `traceparen
 from __future__ import annotations
 
 import random
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import anyio
 import pytest
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from opentelemetry import trace
@@ -26,6 +24,7 @@ from bus.consumer import ConsumerConfig
 from contracts import Envelope
 from contracts.registry import RegisterService
 from tests.integration.consumer_child import running_consumer
+from tests.integration.waiting import eventually
 
 TIMEOUT_S = 15.0
 
@@ -81,14 +80,6 @@ def config() -> ConsumerConfig:
                           max_message_bytes=1 << 20, maxlen=10_000, polling_ms=50)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {TIMEOUT_S}s waiting until {what}")
-        await anyio.sleep(0.02)
-
-
 async def consumer_span(spans: InMemorySpanExporter, trace_id: int) -> ReadableSpan:
     """The one finished CONSUMER `process` span of `trace_id` (it ends once the message is handled)."""
 
@@ -113,7 +104,7 @@ async def test_a_command_published_inside_a_span_is_processed_in_the_same_trace(
 ) -> None:
     handler = SeenContext()
     telemetry = RedisTelemetryMiddleware(tracer_provider=provider)
-    async with running_consumer(redis_url, handler, config(), middlewares=[telemetry]):
+    async with running_consumer(redis_url, handler, config(), middlewares=[telemetry], tracer_provider=provider):
         # Given a producer in a span of its own
         envelope = register("traced")
         tracer = provider.get_tracer("a-producer")
@@ -147,7 +138,7 @@ async def test_a_literal_traceparent_from_any_producer_is_continued(
 ) -> None:
     handler = SeenContext()
     telemetry = RedisTelemetryMiddleware(tracer_provider=provider)
-    async with running_consumer(redis_url, handler, config(), middlewares=[telemetry]):
+    async with running_consumer(redis_url, handler, config(), middlewares=[telemetry], tracer_provider=provider):
         # Given a producer outside Python, which only knows the W3C header format
         trace_id, parent_id = random.getrandbits(128) | 1, random.getrandbits(64) | 1
         envelope = register("from-bash")
@@ -169,8 +160,8 @@ async def test_a_literal_traceparent_from_any_producer_is_continued(
 async def test_without_the_telemetry_middleware_the_handler_runs_in_the_producers_context(
     redis_url: str, client: Redis,
 ) -> None:
-    # Given a consumer without FastStream's telemetry middleware (what the runtime builds when no span
-    # would be recorded: OTEL_TRACES_EXPORTER=none)
+    # Given a consumer that makes no spans (what the runtime builds when no span would be recorded:
+    # OTEL_TRACES_EXPORTER=none)
     handler = SeenContext()
     async with running_consumer(redis_url, handler, config(), middlewares=[]):
         # When a producer XADDs a message with a traceparent field
