@@ -41,15 +41,11 @@ class AggregateStore:
         return (await self.histories([stream_id]))[stream_id]
 
     async def histories(self, stream_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Envelope[Any]]]:
-        """The histories of several streams, read in one worker-thread call (a batch of runs needs a
-        stream per run: one thread hop each would cost more than the reads)."""
+        """The histories of several streams, read in one worker-thread call and one query (a batch of
+        runs needs a stream per run: a thread hop or a query each would cost more than the reads)."""
         wanted = list(dict.fromkeys(stream_ids))
         known = {sid: self._known.get(sid, []) for sid in wanted}
-
-        def load_all() -> dict[uuid.UUID, list[Envelope[Any]]]:
-            return {sid: self.store.load(sid, len(known[sid])) for sid in wanted}
-
-        newer = await anyio.to_thread.run_sync(load_all)
+        newer = await anyio.to_thread.run_sync(self.store.load_many, {sid: len(known[sid]) for sid in wanted})
         out = {}
         for sid in wanted:
             history = known[sid] + newer[sid]

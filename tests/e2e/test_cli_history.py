@@ -205,7 +205,7 @@ def test_no_command_deletes_or_edits_events() -> None:
     from bus.store import EventStore as Store
 
     public = {name for name in vars(Store) if not name.startswith("_")}
-    assert public == {"append", "append_many", "on_append", "load", "read", "max_position", "close"}
+    assert public == {"append", "append_many", "on_append", "load", "load_many", "read", "max_position", "close"}
     # And no command of the CLI is named for deleting or editing anything
     verbs = ("delete", "remove", "edit", "update", "purge", "truncate", "rewrite", "drop", "prune", "amend")
     names = [" ".join(path) for path, _ in _commands() if path]

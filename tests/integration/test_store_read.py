@@ -1,4 +1,5 @@
-"""`EventStore.read`, the runner's and the relay's way into the log, against eventsourcing's own path.
+"""`EventStore.read`, the runner's and the relay's way into the log, against eventsourcing's own path,
+and `EventStore.load_many` against `load`.
 
 On SQLite the store selects the rows itself (no Notification object, no UUID parsed twice per
 event); on PostgreSQL it goes through `select_notifications`. Either way a page must hold exactly
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import bus.store
 from bus.store import EventStore
 from tests.integration.store_views import WriterAndReader
 from tests.integration.test_replay_batches import write_history
@@ -54,6 +56,30 @@ class ReadContract(WriterAndReader):
             assert writer.load(envelope.stream_id)[envelope.stream_version - 1] == envelope
         if types:
             assert {e.type for _, e in everything} == set(types)
+
+
+    @pytest.mark.parametrize("chunk", [2, bus.store.LOAD_MANY_CHUNK])
+    def test_load_many_is_load_of_each_stream(
+        self, stores: tuple[EventStore, EventStore], chunk: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        writer, reader = stores
+        monkeypatch.setattr(bus.store, "LOAD_MANY_CHUNK", chunk)
+        # Given a history of many streams, some long
+        write_history(writer)
+        streams = sorted({r.envelope.stream_id for r in reader.read(after=0, limit=100_000)}, key=str)
+        assert len(streams) > 5
+        # When several streams are loaded at once, each from its own version (0: all of it; past the
+        # end: nothing), along with a stream that does not exist
+        after = {sid: i % 3 for i, sid in enumerate(streams)}
+        after[streams[0]] = len(writer.load(streams[0])) + 5
+        missing = uuid.uuid4()
+        after[missing] = 0
+        # Then each is what `load` gives for it, by the store that wrote them and by another one
+        for store in (writer, reader):
+            loaded = store.load_many(after)
+            assert loaded == {sid: store.load(sid, version) for sid, version in after.items()}
+            assert loaded[streams[0]] == [] and loaded[missing] == []
+            assert sum(len(events) for events in loaded.values()) > len(streams)
 
 
 class TestSQLite(ReadContract):
