@@ -1,5 +1,6 @@
-"""A burst of entries is shared by the consumers of a group: each read takes one entry, so a consumer
-busy with one leaves the next to the others (real Redis, real consumer groups)."""
+"""A burst of entries is shared by the consumers of a group: an idle consumer's read, and every read
+after a slow handler, takes one entry, so a consumer busy with one leaves the next to the others
+(real Redis, real consumer groups; see `bus.consumer.BatchReader`)."""
 
 from __future__ import annotations
 
