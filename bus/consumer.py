@@ -120,7 +120,7 @@ class StreamConsumer:
         self.failures = 0
 
     async def process(self, msg: RedisStreamMessage, *, reclaimed: bool) -> None:
-        """Handle one entry that FastStream delivered (the one-at-a-time path, and every reclaim)."""
+        """Handle one entry that the reclaim subscriber (FastStream) claimed and delivered."""
         redis = await self.client()
         entry_id = _entry_id(msg)
         fields = msg.raw_message.get("data") or {}
@@ -395,8 +395,8 @@ class BatchReader:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists. New groups start at `$`, as FastStream's.
             await redis.xgroup_create(c.stream, c.group, id="$", mkstream=True)
         task_status.started()
-        count: int = 1
-        block: int | None = c.config.polling_ms
+        idle: tuple[int, int | None] = (1, c.config.polling_ms)  # wait for one entry
+        count, block = idle
         while True:
             try:
                 reply: Any = await redis.xreadgroup(c.group, c.config.consumer, {c.stream: ">"}, count=count,
@@ -411,11 +411,11 @@ class BatchReader:
                 # NOGROUP); FastStream's subscribers pause and read again too.
                 log.warning("reading %s failed: %s; again in %.1f s", c.stream, exc, self.ERROR_PAUSE_S)
                 await anyio.sleep(self.ERROR_PAUSE_S)
-                count, block = 1, c.config.polling_ms
+                count, block = idle
                 continue
             entries = [entry for _, stream_entries in reply or [] for entry in stream_entries]
             if not entries:
-                count, block = 1, c.config.polling_ms
+                count, block = idle
                 continue
             started = anyio.current_time()
             try:
@@ -428,7 +428,7 @@ class BatchReader:
                 # and reclaim retries it (idempotently).
                 log.warning("a batch of %s was cut short: %s", c.stream, exc)
                 await anyio.sleep(self.ERROR_PAUSE_S)
-                count, block = 1, c.config.polling_ms
+                count, block = idle
                 continue
             self.batches += 1
             slow = self.handle_batch is None and anyio.current_time() - started > self.LONG_S
